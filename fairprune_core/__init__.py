@@ -1,0 +1,1 @@
+"""FairPrune core library."""

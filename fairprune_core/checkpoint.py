@@ -1,0 +1,120 @@
+"""Checkpoints that know what they were trained on, so a later stage can refuse a mismatch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .datasets import DermDataset
+from .model import VGG, ModelConfig, build_model
+
+__all__ = ["Checkpoint", "CheckpointMismatch", "load_checkpoint", "save_checkpoint"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint was trained on other classes, groups or another split of the data."""
+
+
+@dataclass
+class Checkpoint:
+    model: VGG
+    model_config: ModelConfig
+    class_names: list[str]
+    group_names: list[str]
+    dataset_name: str
+    manifest_fingerprint: str
+    meta: dict[str, Any]
+
+    def check_dataset(self, dataset: DermDataset) -> None:
+        """Raise :class:`CheckpointMismatch` unless ``dataset`` is the one trained on."""
+        problems = []
+        if dataset.class_names != self.class_names:
+            problems.append(
+                f"classes differ (checkpoint: {len(self.class_names)} classes "
+                f"{self.class_names[:5]}..., data: {len(dataset.class_names)} {dataset.class_names[:5]}...)"
+            )
+        if dataset.group_names != self.group_names:
+            problems.append(f"groups differ ({self.group_names} vs {dataset.group_names})")
+        if dataset.manifest_fingerprint != self.manifest_fingerprint:
+            problems.append(
+                f"the split differs (manifest {self.manifest_fingerprint[:12]} vs "
+                f"{dataset.manifest_fingerprint[:12]}): pruning or evaluating on another split "
+                f"would leak training images into validation/test"
+            )
+        if dataset.image_size != self.model_config.image_size:
+            problems.append(
+                f"image size differs (model {self.model_config.image_size}px, data {dataset.image_size}px)"
+            )
+        if problems:
+            raise CheckpointMismatch(
+                f"checkpoint for {self.dataset_name!r} does not match dataset {dataset.name!r}: "
+                + "; ".join(problems)
+                + ". Load the data with the options the checkpoint was trained with "
+                "(same --image-size, --split-seed and files), or pre-train on this data."
+            )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: VGG,
+    *,
+    dataset: DermDataset,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write model weights plus the dataset facts a later stage checks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "class_names": list(dataset.class_names),
+        "group_names": list(dataset.group_names),
+        "dataset_name": dataset.name,
+        "dataset_spec": dataset.spec(),
+        "manifest_fingerprint": dataset.manifest_fingerprint,
+        **(extra or {}),
+    }
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, *, dataset: DermDataset | None = None, map_location: str = "cpu"
+) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`; with ``dataset``, check it matches."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a FairPrune checkpoint (format {FORMAT_VERSION})")
+    config = ModelConfig(**payload["model_config"])
+    model = build_model(config)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    known = {"format_version", "model_config", "state_dict", "class_names", "group_names",
+             "dataset_name", "manifest_fingerprint"}
+    ckpt = Checkpoint(
+        model=model,
+        model_config=config,
+        class_names=list(payload["class_names"]),
+        group_names=list(payload["group_names"]),
+        dataset_name=payload["dataset_name"],
+        manifest_fingerprint=payload["manifest_fingerprint"],
+        meta={k: v for k, v in payload.items() if k not in known},
+    )
+    if dataset is not None:
+        ckpt.check_dataset(dataset)
+    return ckpt

@@ -1,0 +1,186 @@
+"""A seeded synthetic dermatology dataset, WRITTEN in the Fitzpatrick17k on-disk format.
+
+The generator writes ``fitzpatrick17k.csv`` (the real file's columns) and ``<md5hash>.jpg``
+images in per-label folders; the ``fitzpatrick17k`` loader then reads it like real data, so the
+demo exercises the real code path. What it draws:
+
+* a skin-tone background by group (light: Fitzpatrick 1-3, dark: 4-6) with lighting and noise;
+* a lesion whose shape, colour and texture depend on the class;
+* a group imbalance (``dark_fraction`` of images are dark) and a difficulty gap: on dark skin
+  the lesion has less contrast (``dark_contrast``), more noise and more shape jitter, so a
+  vanilla model is measurably less accurate on the dark group (here the unprivileged group);
+* like real downloads, a few rows have skin type -1 and a few images are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .cache import default_cache_dir
+from .fitzpatrick import CSV_NAME
+
+__all__ = ["SyntheticConfig", "generate_synthetic", "synthetic_root"]
+
+# name, nine-partition label, three-partition label, shape, RGB colour, texture
+_CLASSES: tuple[tuple[str, str, str, str, tuple[int, int, int], str], ...] = (
+    ("melanoma", "malignant melanoma", "malignant", "blob", (40, 25, 20), "speckle"),
+    ("nevus", "benign dermal", "benign", "disc", (120, 70, 40), "smooth"),
+    ("psoriasis", "inflammatory", "non-neoplastic", "plaque", (200, 70, 80), "stripes"),
+    ("vascular lesion", "benign vascular", "benign", "ring", (130, 20, 90), "smooth"),
+    ("basal cell carcinoma", "malignant epidermal", "malignant", "square", (230, 150, 170), "dots"),
+    ("seborrheic keratosis", "benign epidermal", "benign", "cross", (150, 120, 60), "hatch"),
+)
+_LIGHT_SKIN = np.array([232.0, 196.0, 170.0])
+_DARK_SKIN = np.array([112.0, 74.0, 52.0])
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What the generator draws; every field changes the data (and the folder's stamp)."""
+
+    num_images: int = 1500  # rows in the CSV (before drops)
+    num_classes: int = 4  # 2..6
+    image_size: int = 64  # side of the written JPEGs
+    dark_fraction: float = 0.35  # group imbalance: share of dark-skin rows
+    dark_contrast: float = 0.4  # lesion opacity on dark skin (light skin: light_contrast)
+    light_contrast: float = 0.85
+    dark_noise: float = 22.0  # pixel noise std on dark skin
+    light_noise: float = 8.0
+    unknown_skin_fraction: float = 0.02  # rows with fitzpatrick_scale -1
+    missing_image_fraction: float = 0.01  # rows whose image is "not downloaded"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.num_classes <= len(_CLASSES):
+            raise ValueError(f"num_classes must be in 2..{len(_CLASSES)}, got {self.num_classes}")
+        if self.num_images < 10 * self.num_classes:
+            raise ValueError(
+                f"num_images={self.num_images} is too few for {self.num_classes} classes; "
+                f"use at least {10 * self.num_classes}"
+            )
+        if not 0 < self.dark_fraction < 1:
+            raise ValueError(f"dark_fraction must be in (0, 1), got {self.dark_fraction}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        for f in ("unknown_skin_fraction", "missing_image_fraction"):
+            if not 0 <= getattr(self, f) < 0.5:
+                raise ValueError(f"{f} must be in [0, 0.5), got {getattr(self, f)}")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def synthetic_root(config: SyntheticConfig, cache_dir: str | Path | None = None) -> Path:
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return base / "synthetic" / f"seed{config.seed}-{config.fingerprint()}"
+
+
+def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
+    """Write the dataset under ``root`` (reused when ``root`` already holds this config)."""
+    root = Path(root)
+    stamp = root / "synthetic.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(config):
+        return root
+    if root.exists():
+        if not stamp.is_file():
+            raise FileExistsError(
+                f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder"
+            )
+        shutil.rmtree(root)
+    (root / "images").mkdir(parents=True)
+
+    rng = np.random.default_rng(config.seed)
+    n, size = config.num_images, config.image_size
+    dark = rng.random(n) < config.dark_fraction
+    labels = rng.integers(config.num_classes, size=n)
+    unknown = rng.random(n) < config.unknown_skin_fraction
+    missing = rng.random(n) < config.missing_image_fraction
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5  # (S, S) in [-0.5, 0.5)
+
+    rows = []
+    for i in range(n):
+        cls = _CLASSES[labels[i]]
+        md5 = hashlib.md5(f"fairprune-synthetic:{config.seed}:{i}".encode()).hexdigest()
+        scale = int(rng.integers(4, 7)) if dark[i] else int(rng.integers(1, 4))
+        img = _draw(rng, cls, bool(dark[i]), config, xx, yy)
+        if not missing[i]:
+            folder = root / "images" / cls[0].replace(" ", "_")
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(img).save(folder / f"{md5}.jpg", quality=92)
+        rows.append(
+            {
+                "md5hash": md5,
+                "fitzpatrick_scale": -1 if unknown[i] else scale,
+                "fitzpatrick_centaur": -1 if unknown[i] else scale,
+                "label": cls[0],
+                "nine_partition_label": cls[1],
+                "three_partition_label": cls[2],
+                "qc": "",
+                "url": f"synthetic://{md5}",
+                "url_alphanum": f"synthetic{md5}.jpg",
+            }
+        )
+    pd.DataFrame(rows).to_csv(root / CSV_NAME, index=False)
+    stamp.write_text(json.dumps(asdict(config), indent=1))
+    return root
+
+
+def _draw(
+    rng: np.random.Generator,
+    cls: tuple[str, str, str, str, tuple[int, int, int], str],
+    dark: bool,
+    cfg: SyntheticConfig,
+    xx: np.ndarray,
+    yy: np.ndarray,
+) -> np.ndarray:
+    _, _, _, shape, colour, texture = cls
+    skin = (_DARK_SKIN if dark else _LIGHT_SKIN) + rng.normal(0, 10, 3)
+    light = 1.0 + 0.15 * (rng.random() - 0.5) * (xx + yy)  # a soft lighting gradient
+    bg = skin[None, None, :] * light[..., None]
+
+    jitter = 0.12 if dark else 0.05
+    cx, cy = rng.normal(0, jitter, 2)
+    r = 0.22 * np.exp(rng.normal(0, 0.12 + jitter))
+    ang = rng.uniform(0, np.pi)
+    x, y = xx - cx, yy - cy
+    u, v = x * np.cos(ang) + y * np.sin(ang), -x * np.sin(ang) + y * np.cos(ang)
+    d = np.hypot(x, y)
+    if shape == "disc":
+        mask = d < r
+    elif shape == "ring":
+        mask = (d < r) & (d > 0.55 * r)
+    elif shape == "plaque":
+        mask = (u / (1.6 * r)) ** 2 + (v / (0.6 * r)) ** 2 < 1
+    elif shape == "square":
+        mask = (np.abs(u) < 0.8 * r) & (np.abs(v) < 0.8 * r)
+    elif shape == "cross":
+        mask = ((np.abs(u) < 0.3 * r) | (np.abs(v) < 0.3 * r)) & (np.maximum(np.abs(u), np.abs(v)) < r)
+    else:  # "blob": an irregular outline
+        theta = np.arctan2(y, x)
+        k = rng.integers(3, 7)
+        edge = r * (1 + 0.3 * np.sin(k * theta + rng.uniform(0, 6.3)) + 0.15 * np.sin(2 * theta))
+        mask = d < edge
+
+    if texture == "speckle":
+        tex = 1 + 0.6 * (rng.random(xx.shape) - 0.5)
+    elif texture == "stripes":
+        tex = 1 + 0.35 * np.sign(np.sin(u * 60))
+    elif texture == "dots":
+        tex = 1 + 0.4 * ((np.sin(xx * 70) > 0.6) & (np.sin(yy * 70) > 0.6))
+    elif texture == "hatch":
+        tex = 1 + 0.3 * np.sign(np.sin((xx + yy) * 55) * np.sin((xx - yy) * 55))
+    else:
+        tex = np.ones_like(xx)
+    lesion = np.clip(np.asarray(colour, float)[None, None, :] * tex[..., None], 0, 255)
+    alpha = (cfg.dark_contrast if dark else cfg.light_contrast) * mask[..., None]
+    img = bg * (1 - alpha) + lesion * alpha
+    img += rng.normal(0, cfg.dark_noise if dark else cfg.light_noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

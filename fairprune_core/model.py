@@ -1,0 +1,145 @@
+"""VGG-11, the paper's backbone, built so that BackPACK can differentiate it.
+
+The layer layout is torchvision's VGG-11 (configuration "A": eight 3x3 convolutions, five 2x2
+max-pools, three fully connected layers), with three changes:
+
+* ReLUs are not in-place (BackPACK's backward hooks fail on in-place views).
+* torchvision ends the feature extractor with ``AdaptiveAvgPool2d((7, 7))`` and a
+  ``512*7*7 -> 4096`` layer. BackPACK only supports adaptive pooling when the input is a multiple
+  of the output (backpack#313), which is not the case at 128x128 (the feature map is 4x4).
+  We chose to drop the pooling and flatten the ``s x s`` feature map directly
+  (``s = image_size / 32``), so the first classifier layer is ``512*s*s -> 4096``. At 224 px this
+  is exactly torchvision's shape (7x7); at the paper's 128 px it is ``8192 -> 4096``.
+* Flattening is an ``nn.Flatten`` module (BackPACK does not see ``torch.flatten`` in ``forward``).
+
+Channels (and the classifier's hidden width) are scaled by ``width`` so tests and CPU demos are
+fast; ``width=1`` is the full VGG-11. Parameter names follow torchvision (``features.0.weight``,
+``classifier.6.bias``), so the convolutional part of a torchvision state dict loads unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["INPUT_MEAN", "INPUT_STD", "VGG", "ModelConfig", "build_model", "to_model_input"]
+
+# VGG-11 ("A") in torchvision's notation: numbers are conv output channels, "M" a 2x2 max-pool.
+_VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+# Inputs are uint8 RGB images; the model sees (x / 255 - mean) / std (ImageNet statistics).
+INPUT_MEAN = (0.485, 0.456, 0.406)
+INPUT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network (stored in every checkpoint)."""
+
+    num_classes: int
+    image_size: int = 128  # square input side in pixels; must be a multiple of 32
+    width: float = 1.0  # channel multiplier; 1.0 is the full VGG-11
+    batch_norm: bool = False  # VGG-11-BN variant (curvature needs eval mode)
+    dropout: float = 0.5  # classifier dropout, as in torchvision
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(
+                f"image_size must be a positive multiple of 32 (VGG-11 halves it five times), "
+                f"got {self.image_size}; try 32, 64, 128 or 224"
+            )
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def feature_side(self) -> int:
+        return self.image_size // 32
+
+    def channels(self, base: int) -> int:
+        return max(1, round(base * self.width))
+
+
+class VGG(nn.Sequential):
+    """torchvision-layout VGG-11 as an ``nn.Sequential`` of named children.
+
+    BackPACK extends every module including the root, and only knows containers that are
+    ``nn.Sequential``; the children are named ``features``, ``flatten`` and ``classifier``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for item in _VGG11_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            out_ch = config.channels(int(item))
+            layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.ReLU(inplace=False))
+            in_ch = out_ch
+        hidden = config.channels(4096)
+        flat = in_ch * config.feature_side**2
+        classifier = nn.Sequential(
+            nn.Linear(flat, hidden),
+            nn.ReLU(inplace=False),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=False),
+            nn.Dropout(p=config.dropout),
+            nn.Linear(hidden, config.num_classes),
+        )
+        super().__init__(
+            OrderedDict(
+                features=nn.Sequential(*layers), flatten=nn.Flatten(), classifier=classifier
+            )
+        )
+        self.config = config
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's VGG initialisation
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+
+def build_model(config: ModelConfig, *, seed: int | None = None) -> VGG:
+    """Build a freshly initialised VGG-11; ``seed`` makes the initialisation reproducible."""
+    if seed is None:
+        return VGG(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VGG(config)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` -> normalised float32 ``(N, 3, H, W)``."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"expected a batch of images (4 dims), got shape {tuple(images.shape)}")
+    if images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    x = images.float().div_(255.0)
+    mean = torch.tensor(INPUT_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(INPUT_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()

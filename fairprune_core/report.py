@@ -1,0 +1,43 @@
+"""Plain-text tables in the layout of the paper's Tables 1-2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["paper_table"]
+
+
+def _fmt(v: float) -> str:
+    return "  nan" if v != v else f"{v:.3f}"
+
+
+def _ci(metrics: dict[str, Any], key: str) -> str:
+    iv = metrics.get("intervals", {}).get(key)
+    return f" [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else ""
+
+
+def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, title: str = "") -> str:
+    """One block per method: per-group precision/recall/F1, Avg and Diff, Eopp0/Eopp1/Eodd.
+
+    ``rows`` maps a method name to :func:`fairprune_core.metrics.fairness_metrics` output
+    (optionally with ``"intervals"`` from the bootstrap, shown as [low, high]).
+    """
+    head = f"{'method':<28}{'group':<9}{'precision':>10}{'recall':>9}{'F1':>8}   fairness"
+    lines = [title, head, "-" * (len(head) + 40)] if title else [head, "-" * (len(head) + 40)]
+    for name, m in rows.items():
+        fair = [
+            f"Eopp0 {m['eopp0']:.4f}{_ci(m, 'eopp0')}",
+            f"Eopp1 {m['eopp1']:.4f}{_ci(m, 'eopp1')}",
+            f"Eodd  {m['eodd']:.4f}{_ci(m, 'eodd')}",
+            "",
+        ]
+        sub = [(group_names[g], m["groups"][g]) for g in (0, 1)] + [("Avg", m["avg"]), ("Diff", m["diff"])]
+        for i, (label, vals) in enumerate(sub):
+            key = "avg_f1" if label == "Avg" else ("diff_f1" if label == "Diff" else None)
+            extra = _ci(m, key) if key else ""
+            lines.append(
+                f"{(name if i == 0 else ''):<28}{label:<9}{_fmt(vals['precision']):>10}"
+                f"{_fmt(vals['recall']):>9}{_fmt(vals['f1']):>8}{extra:<18} {fair[i]}"
+            )
+        lines.append("")
+    return "\n".join(lines)

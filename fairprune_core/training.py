@@ -1,0 +1,223 @@
+"""Vanilla pre-training (Sec. 4, "Pre-training Details"), resumable, keeping the best epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import save_checkpoint
+from .datasets import DermDataset
+from .datasets.transforms import AugmentedImages, collate_to_input, train_augmentation
+from .evaluation import evaluate, resolve_device
+from .model import ModelConfig, build_model
+
+__all__ = ["TrainConfig", "TrainResult", "pretrain", "pretrain_key"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Pre-training settings; the defaults are the paper's."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-4  # Adam
+    lr_milestones: tuple[int, ...] = (160,)  # epochs at which the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    augment: Literal["paper", "flips", "none"] = "paper"  # paper: flips, rotation, scaling, AutoAugment
+    seed: int = 0
+    select_metric: Literal["avg_f1", "accuracy"] = "avg_f1"  # best-checkpoint criterion (val)
+    num_workers: int = 0  # DataLoader workers for augmentation
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.augment not in ("paper", "flips", "none"):
+            raise ValueError(f"augment must be 'paper', 'flips' or 'none', got {self.augment!r}")
+        if self.select_metric not in ("avg_f1", "accuracy"):
+            raise ValueError(f"select_metric must be 'avg_f1' or 'accuracy', got {self.select_metric!r}")
+        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def pretrain_key(dataset: DermDataset, model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """A short hash of everything that determines a pre-trained model (for reuse by config)."""
+    cfg = {k: v for k, v in train_config.to_dict().items() if k not in ("num_workers", "device")}
+    blob = json.dumps(
+        {
+            "dataset": dataset.name,
+            "manifest": dataset.manifest_fingerprint,
+            "classes": dataset.class_names,
+            "model": model_config.to_dict(),
+            "train": cfg,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _val_score(metrics: dict[str, Any], select: str) -> float:
+    if select == "accuracy":
+        n = metrics["support"]
+        acc = metrics["groups"]
+        return (acc[0]["accuracy"] * n[0] + acc[1]["accuracy"] * n[1]) / (n[0] + n[1])
+    return metrics["avg"]["f1"]
+
+
+def pretrain(
+    dataset: DermDataset,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train VGG-11 on ``dataset``'s train split, selecting the best epoch on validation.
+
+    ``out_dir`` receives ``best.pt`` (a :mod:`fairprune_core.checkpoint` checkpoint) and
+    ``last.pt`` (optimizer, scheduler and RNG state as well). With ``resume``, a ``last.pt``
+    written with the same configuration is continued from its next epoch; one written with
+    another configuration is an error (use another ``out_dir``).
+    """
+    if model_config.num_classes != dataset.num_classes:
+        raise ValueError(
+            f"model has {model_config.num_classes} classes but {dataset.name} has {dataset.num_classes}"
+        )
+    if model_config.image_size != dataset.image_size:
+        raise ValueError(
+            f"model input is {model_config.image_size}px but the data was cached at "
+            f"{dataset.image_size}px; load the dataset with image_size={model_config.image_size}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    device = resolve_device(config.device)
+    key = pretrain_key(dataset, model_config, config)
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_config, seed=config.seed).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
+    )
+    start_epoch, best_score, best_epoch, best_metrics = 0, -math.inf, -1, {}
+    history: list[dict[str, float]] = []
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state.get("key") != key:
+            raise ValueError(
+                f"{last_path} was written by a run with another configuration or dataset; "
+                f"use a new output folder or resume=False to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_metrics, history = state["best_metrics"], state["history"]
+        log(f"resuming from {last_path} at epoch {start_epoch + 1}/{config.epochs}")
+
+    train = dataset.split("train")
+    val = dataset.split("val")
+    loader = DataLoader(
+        AugmentedImages(train, train_augmentation(config.augment)),
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        collate_fn=collate_to_input,
+        drop_last=False,
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    n_batches = len(loader)
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.monotonic()
+        last_report = t0
+        model.train()
+        total, seen = 0.0, 0
+        for b, (x, y) in enumerate(loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if time.monotonic() - last_report > 15:
+                last_report = time.monotonic()
+                log(f"  epoch {epoch + 1}: batch {b + 1}/{n_batches}, loss {total / seen:.4f}")
+        scheduler.step()
+        metrics = evaluate(model, val, num_classes=dataset.num_classes, batch_size=max(config.batch_size, 256))
+        score = _val_score(metrics, config.select_metric)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "val_score": score,
+            "val_avg_f1": metrics["avg"]["f1"],
+            "val_eopp1": metrics["eopp1"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.monotonic() - t0,
+        }
+        history.append(row)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch + 1
+            best_metrics = {k: v for k, v in row.items() if k != "seconds"}
+            save_checkpoint(
+                best_path,
+                model,
+                dataset=dataset,
+                extra={"train_config": config.to_dict(), "epoch": epoch + 1, "val": best_metrics,
+                       "pretrain_key": key},
+            )
+        torch.save(
+            {
+                "key": key,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "best_metrics": best_metrics,
+                "history": history,
+            },
+            last_path.with_suffix(".tmp"),
+        )
+        last_path.with_suffix(".tmp").replace(last_path)
+        log(
+            f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+            f"val {config.select_metric} {score:.4f}  val Eopp1 {row['val_eopp1']:.4f}  "
+            f"{row['seconds']:.1f}s" + ("  (best)" if improved else "")
+        )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+    return TrainResult(best_path, last_path, best_epoch, best_metrics, history)

@@ -1,0 +1,38 @@
+"""Vanilla pre-training of VGG-11 on synthetic, Fitzpatrick17k or ISIC 2019 data.
+
+    python sweeps/pretrain.py                                  # synthetic demo, ~1 min on a CPU
+    python sweeps/pretrain.py --dataset isic2019 --data-root ../shared/data/isic2019 \
+        --width 0.25 --image-size 64 --epochs 5                # a short run on real data
+
+Re-running the same command resumes an interrupted run from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fairprune_core.cli import add_data_arguments, add_pretrain_arguments, dataset_from_args, model_and_train_config
+from fairprune_core.pipeline import run_pretrain
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    add_pretrain_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: fairprune_runs/pretrain/<dataset>-<config hash>)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if a last.pt exists")
+    parser.add_argument("--smoke-test", action="store_true", help="2 epochs of a tiny model (for CI)")
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.epochs, args.width = args.epochs or 2, args.width or 0.0625
+    dataset = dataset_from_args(args)
+    preset, model_config, train_config = model_and_train_config(args, dataset)
+    run_pretrain(dataset, model_config, train_config, out=args.out, resume=not args.no_resume, preset=preset)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
