@@ -31,6 +31,11 @@ class Checkpoint:
     manifest_fingerprint: str
     meta: dict[str, Any]
 
+    @property
+    def masks(self) -> dict[str, torch.Tensor] | None:
+        """Pruning masks (True = kept) when this is a pruned model, else None."""
+        return self.meta.get("masks")
+
     def check_dataset(self, dataset: DermDataset) -> None:
         """Raise :class:`CheckpointMismatch` unless ``dataset`` is the one trained on."""
         problems = []
@@ -103,6 +108,10 @@ def load_checkpoint(
     config = ModelConfig(**payload["model_config"])
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
+    if payload.get("masks") is not None:
+        from .pruning import apply_masks
+
+        apply_masks(model, payload["masks"])  # pruned weights are exactly zero, whatever was stored
     model.eval()
     known = {"format_version", "model_config", "state_dict", "class_names", "group_names",
              "dataset_name", "manifest_fingerprint"}

@@ -1,0 +1,263 @@
+"""Diagonal curvature of the mean cross-entropy, per parameter (the h_ii of Eq. 1 and 4).
+
+Public entry point: :func:`hessian_diagonal`. Three estimators behind one interface:
+
+``exact``
+    BackPACK ``DiagGGNExact``: the exact diagonal of the generalized Gauss-Newton matrix. For a
+    network of conv, linear, ReLU, max-pool, flatten and dropout layers in eval mode (VGG-11
+    without batch norm) the loss is piecewise linear in each weight before the softmax, so the
+    GGN diagonal IS the exact Hessian diagonal. Cost and memory grow linearly with the number
+    of classes (one backward pass per class); large mini-batches are split into sub-batches.
+``mc``
+    BackPACK ``DiagGGNMC``: an unbiased Monte Carlo estimate of the same diagonal from
+    ``mc_samples`` sampled labels per input; cost independent of the number of classes (the
+    practical choice for the 114 classes of Fitzpatrick17k). Seeded per mini-batch.
+``fisher``
+    The per-sample empirical Fisher diagonal, the mean over samples of the squared per-sample
+    gradient (BackPACK ``SumGradSquared``). NOT the square of a mini-batch's mean gradient,
+    which shrinks with the batch size. Its scale differs from the Hessian's (it uses the
+    observed labels instead of the model's predictive distribution), which changes the balance
+    between h0 and h1 and so shifts the effective beta of FairPrune.
+
+Every estimator produces SUMS over samples plus the sample count (:class:`DiagSums`), so
+results from many mini-batches or many workers combine exactly (in float64) into the mean.
+The diagonal of the mean loss is linear in the data, so for ``exact`` and ``fisher`` the
+mini-batch size changes only speed and memory, never the result.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ESTIMATORS",
+    "CurvatureConfig",
+    "CurvatureEngine",
+    "DiagSums",
+    "UnsupportedLayerError",
+    "batch_seed",
+    "hessian_diagonal",
+]
+
+Estimator = Literal["exact", "mc", "fisher"]
+ESTIMATORS: tuple[str, ...] = ("exact", "mc", "fisher")
+
+# Leaf modules whose curvature BackPACK propagates (for the second-order estimators in eval mode).
+_SUPPORTED = (
+    nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout,
+    nn.BatchNorm2d, nn.Sigmoid, nn.Tanh, nn.AdaptiveAvgPool2d, nn.ZeroPad2d,
+)
+
+
+class UnsupportedLayerError(TypeError):
+    """The model has a layer the curvature estimators cannot differentiate."""
+
+
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """How curvature is estimated.
+
+    ``max_sub_batch`` bounds how many samples go through one BackPACK pass (memory); ``None``
+    picks ``max(1, 256 // num_classes)`` for ``exact`` and no limit otherwise.
+    """
+
+    estimator: Estimator = "exact"
+    mc_samples: int = 1  # sampled labels per input for "mc"
+    max_sub_batch: int | None = None
+    seed: int = 0  # base seed of the "mc" label sampling
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.max_sub_batch is not None and self.max_sub_batch < 1:
+            raise ValueError(f"max_sub_batch must be >= 1 or None, got {self.max_sub_batch}")
+
+
+@dataclass
+class DiagSums:
+    """Per-parameter sums over samples of a per-sample curvature diagonal, and the count."""
+
+    sums: dict[str, torch.Tensor]  # float64, each of its parameter's shape
+    count: int
+
+    def __add__(self, other: DiagSums) -> DiagSums:
+        if self.count == 0:
+            return other
+        if other.count == 0:
+            return self
+        return DiagSums({k: v + other.sums[k] for k, v in self.sums.items()}, self.count + other.count)
+
+    def mean(self, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+        """The diagonal of the Hessian of the MEAN loss over all counted samples.
+
+        Returned in ``dtype`` (float32 by default; None keeps the float64 sums' precision).
+        """
+        if self.count == 0:
+            raise ValueError("no samples were given: the curvature of an empty set is undefined")
+        return {k: (v / self.count).to(dtype or v.dtype) for k, v in self.sums.items()}
+
+    @staticmethod
+    def zero() -> DiagSums:
+        return DiagSums({}, 0)
+
+
+def batch_seed(base: int, *keys: int | str) -> int:
+    """A 63-bit seed for one mini-batch, independent of which worker computes it."""
+    digest = hashlib.blake2b(repr((base, *keys)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedLayerError` naming the first layer BackPACK cannot handle."""
+    if not isinstance(model, nn.Sequential):
+        raise UnsupportedLayerError(
+            f"the model's top module is {type(model).__name__}; BackPACK only differentiates "
+            f"nn.Sequential containers. Build it with fairprune_core.model.build_model or wrap "
+            f"its layers in nn.Sequential (use nn.Flatten instead of torch.flatten in forward)."
+        )
+    for name, module in model.named_modules():
+        if list(module.children()):
+            if not isinstance(module, nn.Sequential):
+                raise UnsupportedLayerError(
+                    f"layer {name!r} is a {type(module).__name__} container; only nn.Sequential "
+                    f"containers are supported. Flatten it into nn.Sequential."
+                )
+            continue
+        if getattr(module, "inplace", False):
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({module}) is in-place; BackPACK's hooks fail on in-place "
+                f"views. Rebuild it with inplace=False."
+            )
+        if not isinstance(module, _SUPPORTED):
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(module).__name__}) is not supported by the curvature "
+                f"estimators; replace it with one of: {', '.join(t.__name__ for t in _SUPPORTED)}"
+            )
+
+
+class CurvatureEngine:
+    """A private BackPACK-extended replica of a model, for repeated curvature passes.
+
+    The caller's model is never modified: the engine deep-copies it, puts the copy in eval mode
+    (no dropout, batch-norm statistics frozen) and extends only the copy. Load new weights with
+    :meth:`load_state_dict` between passes (what a pruning step or a remote worker does).
+    """
+
+    def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
+        from backpack import extend  # heavy import, only when curvature is used
+
+        check_supported(model)
+        self.config = config
+        self.device = torch.device(device)
+        replica = copy.deepcopy(model).to(self.device).eval()
+        for p in replica.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        self.model = extend(replica)
+        self.loss = extend(nn.CrossEntropyLoss(reduction="sum"))
+        self.names = [n for n, _ in self.model.named_parameters()]
+        out = getattr(model, "config", None)
+        self.num_classes = getattr(out, "num_classes", None) or self._infer_classes()
+
+    def _infer_classes(self) -> int:
+        last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        return last[-1].out_features if last else 2
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+
+    @property
+    def sub_batch(self) -> int | None:
+        if self.config.max_sub_batch is not None:
+            return self.config.max_sub_batch
+        return max(1, 256 // self.num_classes) if self.config.estimator == "exact" else None
+
+    def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
+        """Curvature sums of one mini-batch (split into sub-batches as memory requires)."""
+        n = int(y.shape[0])
+        if n == 0:
+            return DiagSums.zero()
+        chunk = self.sub_batch or n
+        total = DiagSums.zero()
+        for i, start in enumerate(range(0, n, chunk)):
+            total = total + self._pass(x[start : start + chunk], y[start : start + chunk], batch_seed(seed, i))
+        return total
+
+    def _pass(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DiagSums:
+        from backpack import backpack
+        from backpack.extensions import DiagGGNExact, DiagGGNMC, SumGradSquared
+
+        est = self.config.estimator
+        ext, attr = {
+            "exact": (DiagGGNExact, "diag_ggn_exact"),
+            "mc": (DiagGGNMC, "diag_ggn_mc"),
+            "fisher": (SumGradSquared, "sum_grad_squared"),
+        }[est]
+        extension = ext(mc_samples=self.config.mc_samples) if est == "mc" else ext()
+        x, y = x.to(self.device), y.to(self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with warnings.catch_warnings():
+                # BackPACK's full backward hooks fire although the input needs no gradient
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss = self.loss(self.model(x), y)
+                try:
+                    with backpack(extension):
+                        loss.backward()
+                except NotImplementedError as exc:
+                    raise UnsupportedLayerError(
+                        f"BackPACK cannot compute {est!r} curvature for this model at input "
+                        f"{tuple(x.shape[1:])}: {exc}. For VGG, build it with "
+                        f"fairprune_core.model.build_model (no adaptive pooling)."
+                    ) from exc
+        sums = {}
+        for name, p in self.model.named_parameters():
+            value = getattr(p, attr)
+            sums[name] = value.detach().to("cpu", torch.float64)
+            delattr(p, attr)
+            p.grad = None
+        return DiagSums(sums, int(y.shape[0]))
+
+    def sums(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None) -> DiagSums:
+        """Curvature sums over mini-batches; ``seeds`` (one per batch) seed ``mc`` sampling."""
+        total = DiagSums.zero()
+        seed_iter = iter(seeds) if seeds is not None else None
+        for i, (x, y) in enumerate(batches):
+            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
+            total = total + self.batch_sums(x, y, seed=s)
+        return total
+
+
+def hessian_diagonal(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    estimator: Estimator = "exact",
+    mc_samples: int = 1,
+    max_sub_batch: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """Diagonal of the Hessian of the MEAN cross-entropy over all samples in ``batches``.
+
+    ``batches`` yields ``(inputs, labels)``: float inputs ready for the model and int64
+    labels. Returns ``{parameter name: tensor of the parameter's shape}`` (float32). Computed in
+    eval mode on a private copy: ``model`` keeps its weights, mode, hooks and gradients.
+    See the module docstring for the estimators.
+    """
+    config = CurvatureConfig(estimator=estimator, mc_samples=mc_samples, max_sub_batch=max_sub_batch, seed=seed)
+    if device is None:
+        device = next(model.parameters()).device
+    engine = CurvatureEngine(model, config, device=device)
+    mean = engine.sums(batches).mean(dtype=None)
+    return {n: mean[n].to(p.dtype) for n, p in model.named_parameters()}

@@ -1,0 +1,191 @@
+"""Hessian-diagonal estimators against brute-force autograd on tiny seeded networks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fairprune_core.hessian import CurvatureConfig, CurvatureEngine, UnsupportedLayerError, hessian_diagonal
+from fairprune_core.model import ModelConfig, build_model
+
+
+def tiny_cnn(seed: int = 0, classes: int = 3, dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 2 * 2, 5), nn.ReLU(), nn.Dropout(0.3), nn.Linear(5, classes),
+    )
+    # non-trivial weights so that many ReLUs are active, but an unsaturated softmax (top
+    # probability ~0.7): with saturated outputs MC label sampling is unbiased but heavy-tailed
+    for p in net.parameters():
+        nn.init.normal_(p, 0, 0.4)
+    return net.to(dtype)
+
+
+def data(seed: int = 1, n: int = 12, classes: int = 3, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, 8, 8, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+
+
+def brute_force_diagonal(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """d^2 L / d theta_i^2 for every parameter, one autograd double-backward per entry."""
+    net = copy.deepcopy(net).eval()
+    loss = nn.functional.cross_entropy(net(x), y)  # MEAN over samples
+    out = {}
+    for name, p in net.named_parameters():
+        (g,) = torch.autograd.grad(loss, p, create_graph=True)
+        g = g.reshape(-1)
+        diag = torch.empty_like(g)
+        for i in range(g.numel()):
+            (row,) = torch.autograd.grad(g[i], p, retain_graph=True)
+            diag[i] = row.reshape(-1)[i]
+        out[name] = diag.reshape(p.shape).detach()
+    return out
+
+
+def batches_of(x, y, size):
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
+
+
+def assert_close(a: dict, b: dict, rtol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = b[k].abs().max().item() + 1e-30
+        err = (a[k].double() - b[k].double()).abs().max().item()
+        assert err <= rtol * scale, f"{k}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_equals_brute_force_autograd(dtype):
+    net = tiny_cnn(dtype=dtype)
+    x, y = data(dtype=dtype)
+    # the reference is float64 autograd on the same weights (a float32 double-backward is noisier
+    # than the quantity it checks)
+    ref = brute_force_diagonal(copy.deepcopy(net).double(), x.double(), y)
+    got = hessian_diagonal(net, [(x, y)], estimator="exact")
+    assert all(v.dtype == dtype for v in got.values())
+    assert_close(got, ref, rtol=1e-10 if dtype == torch.float64 else 1e-5)
+    assert any(v.abs().max() > 0 for v in ref.values())
+    # VGG-like nets in eval mode: exact Hessian diagonal == GGN diagonal >= 0
+    assert all((v >= -1e-6).all() for v in got.values())
+
+
+def test_exact_on_vgg_matches_brute_force_on_last_layers():
+    model = build_model(ModelConfig(num_classes=3, image_size=32, width=1 / 32, dropout=0.5), seed=0).double()
+    for p in model.parameters():
+        nn.init.normal_(p, 0, 0.3)
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    got = hessian_diagonal(model, [(x, y)])
+    loss = nn.functional.cross_entropy(model.eval()(x), y)
+    for name in ("classifier.6.weight", "classifier.3.bias", "features.0.bias"):
+        p = dict(model.named_parameters())[name]
+        (g,) = torch.autograd.grad(loss, p, create_graph=True)
+        g = g.reshape(-1)
+        ref = torch.stack([torch.autograd.grad(g[i], p, retain_graph=True)[0].reshape(-1)[i] for i in range(g.numel())])
+        torch.testing.assert_close(got[name].double().reshape(-1), ref, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["exact", "fisher"])
+def test_mean_over_minibatches_equals_full_batch(estimator):
+    net = tiny_cnn(dtype=torch.float64)
+    x, y = data(n=13, dtype=torch.float64)
+    full = hessian_diagonal(net, [(x, y)], estimator=estimator)
+    for size in (1, 4, 5):
+        assert_close(hessian_diagonal(net, batches_of(x, y, size), estimator=estimator), full, rtol=1e-10)
+    # sub-batching inside one mini-batch changes nothing either
+    assert_close(hessian_diagonal(net, [(x, y)], estimator=estimator, max_sub_batch=3), full, rtol=1e-10)
+
+
+def test_fisher_is_mean_of_squared_per_sample_gradients():
+    net = tiny_cnn(dtype=torch.float64).eval()
+    x, y = data(n=9, dtype=torch.float64)
+    ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    for i in range(len(y)):
+        loss = nn.functional.cross_entropy(net(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        for (n, _), g in zip(net.named_parameters(), grads, strict=True):
+            ref[n] += g**2 / len(y)
+    assert_close(hessian_diagonal(net, batches_of(x, y, 4), estimator="fisher"), ref, rtol=1e-10)
+    # and it is not the square of the mean gradient, which shrinks with batch size
+    loss = nn.functional.cross_entropy(net(x), y)
+    sq_mean = {n: g**2 for (n, _), g in zip(net.named_parameters(), torch.autograd.grad(loss, list(net.parameters())),
+                                             strict=True)}
+    assert sum(v.sum() for v in sq_mean.values()) < 0.7 * sum(v.sum() for v in ref.values())
+
+
+def test_mc_converges_to_exact():
+    net = tiny_cnn(dtype=torch.float64)
+    x, y = data(n=10, dtype=torch.float64)
+    exact = hessian_diagonal(net, [(x, y)])
+    err = {}
+    for samples in (1, 400):
+        mc = hessian_diagonal(net, [(x, y)], estimator="mc", mc_samples=samples, seed=3)
+        num = sum((mc[k] - exact[k]).abs().sum() for k in exact)
+        err[samples] = float(num / sum(v.abs().sum() for v in exact.values()))
+    assert err[400] < 0.1
+    assert err[400] < err[1] / 4
+    # seeded: the same seed gives the same estimate, another seed another one
+    a = hessian_diagonal(net, [(x, y)], estimator="mc", seed=5)
+    b = hessian_diagonal(net, [(x, y)], estimator="mc", seed=5)
+    c = hessian_diagonal(net, [(x, y)], estimator="mc", seed=6)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_model_is_left_exactly_as_it_was():
+    net = tiny_cnn()
+    net.train()
+    before = copy.deepcopy(net.state_dict())
+    x, y = data()
+    for est in ("exact", "mc", "fisher"):
+        hessian_diagonal(net, batches_of(x, y, 5), estimator=est)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    for m in net.modules():
+        assert not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
+        assert not hasattr(m, "_backpack_extend") and not hasattr(m, "input0")
+    assert all(p.grad is None for p in net.parameters())
+    assert not any(hasattr(p, a) for p in net.parameters() for a in ("diag_ggn_exact", "diag_ggn_mc"))
+
+
+def test_engine_reloads_weights_between_passes():
+    net = tiny_cnn(dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    engine = CurvatureEngine(net, CurvatureConfig())
+    other = tiny_cnn(seed=9, dtype=torch.float64)
+    engine.load_state_dict(other.state_dict())
+    assert_close(engine.sums([(x, y)]).mean(dtype=None), hessian_diagonal(other, [(x, y)]), rtol=1e-10)
+
+
+def test_unsupported_layers_are_named():
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' .*in-place.*inplace=False"):
+        hessian_diagonal(nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)),
+                         [(torch.randn(2, 4), torch.tensor([0, 1]))])
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(GELU\) is not supported"):
+        hessian_diagonal(nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)),
+                         [(torch.randn(2, 4), torch.tensor([0, 1]))])
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(UnsupportedLayerError, match="nn.Sequential"):
+        hessian_diagonal(Custom(), [(torch.randn(2, 4), torch.tensor([0, 1]))])
+    # torchvision's AdaptiveAvgPool2d((7, 7)) at a 4x4 feature map: BackPACK's own error, named
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten(), nn.Linear(18, 2))
+    with pytest.raises(UnsupportedLayerError, match="cannot compute 'exact' curvature"):
+        hessian_diagonal(net, [(torch.randn(2, 3, 4, 4), torch.tensor([0, 1]))])
+
+
+def test_empty_and_invalid_input():
+    with pytest.raises(ValueError, match="no samples"):
+        hessian_diagonal(tiny_cnn(), [])
+    with pytest.raises(ValueError, match="unknown estimator 'kfac'"):
+        hessian_diagonal(tiny_cnn(), [], estimator="kfac")
