@@ -53,9 +53,7 @@ class Checkpoint:
                 f"would leak training images into validation/test"
             )
         if dataset.image_size != self.model_config.image_size:
-            problems.append(
-                f"image size differs (model {self.model_config.image_size}px, data {dataset.image_size}px)"
-            )
+            problems.append(f"image size differs (model {self.model_config.image_size}px, data {dataset.image_size}px)")
         if problems:
             raise CheckpointMismatch(
                 f"checkpoint for {self.dataset_name!r} does not match dataset {dataset.name!r}: "
@@ -92,9 +90,7 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(
-    path: str | Path, *, dataset: DermDataset | None = None, map_location: str = "cpu"
-) -> Checkpoint:
+def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map_location: str = "cpu") -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`; with ``dataset``, check it matches."""
     path = Path(path)
     if not path.is_file():
@@ -113,8 +109,15 @@ def load_checkpoint(
 
         apply_masks(model, payload["masks"])  # pruned weights are exactly zero, whatever was stored
     model.eval()
-    known = {"format_version", "model_config", "state_dict", "class_names", "group_names",
-             "dataset_name", "manifest_fingerprint"}
+    known = {
+        "format_version",
+        "model_config",
+        "state_dict",
+        "class_names",
+        "group_names",
+        "dataset_name",
+        "manifest_fingerprint",
+    }
     ckpt = Checkpoint(
         model=model,
         model_config=config,

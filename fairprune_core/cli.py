@@ -25,47 +25,86 @@ __all__ = [
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a small VGG-11 that trains in well under a minute on a 2-core CPU
-    "demo": dict(image_size=32, width=0.125, epochs=30, batch_size=64, lr=1e-3,
-                 lr_milestones=(24,), augment="flips"),
+    "demo": dict(image_size=32, width=0.125, epochs=30, batch_size=64, lr=1e-3, lr_milestones=(24,), augment="flips"),
     # Sec. 4 of the paper
-    "paper": dict(image_size=128, width=1.0, epochs=200, batch_size=256, lr=1e-4,
-                  lr_milestones=(160,), augment="paper"),
+    "paper": dict(
+        image_size=128, width=1.0, epochs=200, batch_size=256, lr=1e-4, lr_milestones=(160,), augment="paper"
+    ),
 }
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="which dataset (default: synthetic, generated on first use)")
-    g.add_argument("--data-root", type=Path, default=None,
-                   help="folder of the real dataset (fitzpatrick17k.csv + images, or the ISIC 2019 CSVs "
-                        "+ ISIC_2019_Training_Input/); synthetic: where to write it (default: in the cache)")
-    g.add_argument("--image-size", type=int, default=None,
-                   help="input side in pixels, a multiple of 32 (default: 32 synthetic, 128 real data)")
-    g.add_argument("--label-column", default="label",
-                   choices=["label", "nine_partition_label", "three_partition_label"],
-                   help="Fitzpatrick17k label column (default: label, 114 conditions)")
+    g.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="synthetic",
+        help="which dataset (default: synthetic, generated on first use)",
+    )
+    g.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder of the real dataset (fitzpatrick17k.csv + images, or the ISIC 2019 CSVs "
+        "+ ISIC_2019_Training_Input/); synthetic: where to write it (default: in the cache)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels, a multiple of 32 (default: 32 synthetic, 128 real data)",
+    )
+    g.add_argument(
+        "--label-column",
+        default="label",
+        choices=["label", "nine_partition_label", "three_partition_label"],
+        help="Fitzpatrick17k label column (default: label, 114 conditions)",
+    )
     g.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split (default 0)")
-    g.add_argument("--manifest", type=Path, default=None,
-                   help="reuse a saved split manifest CSV (image_id,split) instead of drawing one")
-    g.add_argument("--cache-dir", type=Path, default=None,
-                   help="pixel cache folder (default: $FAIRPRUNE_CACHE or ~/.cache/fairprune)")
-    g.add_argument("--skip-unreadable", action="store_true",
-                   help="drop (and count) undecodable images instead of stopping with an error")
+    g.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="reuse a saved split manifest CSV (image_id,split) instead of drawing one",
+    )
+    g.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="pixel cache folder (default: $FAIRPRUNE_CACHE or ~/.cache/fairprune)",
+    )
+    g.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="drop (and count) undecodable images instead of stopping with an error",
+    )
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and pre-training (unset: demo preset on synthetic, paper's on real data)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="defaults for unset flags (default: demo on synthetic, paper otherwise)")
+    g.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="defaults for unset flags (default: demo on synthetic, paper otherwise)",
+    )
     g.add_argument("--width", type=float, default=None, help="VGG-11 channel multiplier (1.0 = full)")
     g.add_argument("--epochs", type=int, default=None, help="training epochs")
     g.add_argument("--batch-size", type=int, default=None, help="training batch size")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    g.add_argument("--lr-milestones", type=int, nargs="*", default=None,
-                   help="epochs at which the learning rate is multiplied by 0.1")
-    g.add_argument("--augment", choices=["paper", "flips", "none"], default=None,
-                   help="training augmentation (paper: flips, rotation, scaling, AutoAugment)")
+    g.add_argument(
+        "--lr-milestones",
+        type=int,
+        nargs="*",
+        default=None,
+        help="epochs at which the learning rate is multiplied by 0.1",
+    )
+    g.add_argument(
+        "--augment",
+        choices=["paper", "flips", "none"],
+        default=None,
+        help="training augmentation (paper: flips, rotation, scaling, AutoAugment)",
+    )
     g.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
@@ -91,23 +130,29 @@ def dataset_from_args(args: argparse.Namespace) -> DermDataset:
     if args.dataset != "synthetic" and args.data_root is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data-root PATH (the folder holding its files)")
     image_size = args.image_size or _resolve(args).values["image_size"]
-    options: dict[str, Any] = dict(image_size=image_size, seed=args.split_seed,
-                                   cache_dir=args.cache_dir, manifest=args.manifest,
-                                   skip_unreadable=args.skip_unreadable)
+    options: dict[str, Any] = dict(
+        image_size=image_size,
+        seed=args.split_seed,
+        cache_dir=args.cache_dir,
+        manifest=args.manifest,
+        skip_unreadable=args.skip_unreadable,
+    )
     if args.dataset in ("fitzpatrick17k", "synthetic"):
         options["label_column"] = args.label_column
     return load_dataset(args.dataset, args.data_root, **options)
 
 
-def model_and_train_config(
-    args: argparse.Namespace, dataset: DermDataset
-) -> tuple[str, ModelConfig, TrainConfig]:
+def model_and_train_config(args: argparse.Namespace, dataset: DermDataset) -> tuple[str, ModelConfig, TrainConfig]:
     r = _resolve(args)
     v = r.values
     model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=v["width"])
     train = TrainConfig(
-        epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
-        lr_milestones=tuple(v["lr_milestones"]), augment=v["augment"], seed=args.seed,
+        epochs=v["epochs"],
+        batch_size=v["batch_size"],
+        lr=v["lr"],
+        lr_milestones=tuple(v["lr_milestones"]),
+        augment=v["augment"],
+        seed=args.seed,
         device=args.device,
     )
     return r.preset, model, train

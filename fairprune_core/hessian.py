@@ -52,8 +52,18 @@ ESTIMATORS: tuple[str, ...] = ("exact", "mc", "fisher")
 
 # Leaf modules whose curvature BackPACK propagates (for the second-order estimators in eval mode).
 _SUPPORTED = (
-    nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout,
-    nn.BatchNorm2d, nn.Sigmoid, nn.Tanh, nn.AdaptiveAvgPool2d, nn.ZeroPad2d,
+    nn.Conv2d,
+    nn.Linear,
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.BatchNorm2d,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.AdaptiveAvgPool2d,
+    nn.ZeroPad2d,
 )
 
 
@@ -228,7 +238,9 @@ class CurvatureEngine:
             p.grad = None
         return DiagSums(sums, int(y.shape[0]))
 
-    def sums(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None) -> DiagSums:
+    def sums(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
+    ) -> DiagSums:
         """Curvature sums over mini-batches; ``seeds`` (one per batch) seed ``mc`` sampling."""
         total = DiagSums.zero()
         seed_iter = iter(seeds) if seeds is not None else None

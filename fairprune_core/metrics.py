@@ -195,9 +195,7 @@ def _resampled_confusions(
     Resampling within groups keeps each group's size fixed, as in the evaluation set.
     """
     idx_by_group = [np.flatnonzero(groups == g) for g in (0, 1)]
-    draws = np.concatenate(
-        [ix[rng.integers(len(ix), size=(n, len(ix)))] for ix in idx_by_group], axis=1
-    )  # (n, N)
+    draws = np.concatenate([ix[rng.integers(len(ix), size=(n, len(ix)))] for ix in idx_by_group], axis=1)  # (n, N)
     out = []
     offsets = (np.arange(n) * 2 * k * k)[:, None]
     for pred in preds:

@@ -100,11 +100,7 @@ class VGG(nn.Sequential):
             nn.Dropout(p=config.dropout),
             nn.Linear(hidden, config.num_classes),
         )
-        super().__init__(
-            OrderedDict(
-                features=nn.Sequential(*layers), flatten=nn.Flatten(), classifier=classifier
-            )
-        )
+        super().__init__(OrderedDict(features=nn.Sequential(*layers), flatten=nn.Flatten(), classifier=classifier))
         self.config = config
         self._init_weights()
 

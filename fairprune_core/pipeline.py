@@ -36,20 +36,25 @@ def ensure_pretrained(
     if best.is_file() and (out / "done").is_file():
         log(f"reusing pre-trained model {best} (same data and configuration)")
         return best
-    log(f"pre-training VGG-11 (width {model_config.width}, {model_config.image_size}px, "
-        f"{train_config.epochs} epochs) -> {out}")
+    log(
+        f"pre-training VGG-11 (width {model_config.width}, {model_config.image_size}px, "
+        f"{train_config.epochs} epochs) -> {out}"
+    )
     pretrain(dataset, model_config, train_config, out, resume=True, log=log)
     (out / "done").write_text("finished\n")
     return best
 
 
 def evaluate_splits(
-    checkpoint: Checkpoint, dataset: DermDataset, splits: tuple[str, ...] = ("val", "test"), *,
-    intervals: bool = True, seed: int = 0,
+    checkpoint: Checkpoint,
+    dataset: DermDataset,
+    splits: tuple[str, ...] = ("val", "test"),
+    *,
+    intervals: bool = True,
+    seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     return {
-        s: evaluate(checkpoint.model, dataset.split(s), num_classes=dataset.num_classes,
-                    intervals=intervals, seed=seed)
+        s: evaluate(checkpoint.model, dataset.split(s), num_classes=dataset.num_classes, intervals=intervals, seed=seed)
         for s in splits
     }
 
@@ -73,7 +78,12 @@ def run_pretrain(
     (out / "done").write_text("finished\n")
     ckpt = load_checkpoint(result.best_path, dataset=dataset)
     for split, m in evaluate_splits(ckpt, dataset).items():
-        log(paper_table({f"Vanilla (epoch {result.best_epoch})": m}, dataset.group_names,
-                        title=f"{split} split, 95% bootstrap intervals in brackets"))
+        log(
+            paper_table(
+                {f"Vanilla (epoch {result.best_epoch})": m},
+                dataset.group_names,
+                title=f"{split} split, 95% bootstrap intervals in brackets",
+            )
+        )
     log(f"best checkpoint: {result.best_path}")
     return result.best_path

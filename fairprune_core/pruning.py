@@ -374,8 +374,14 @@ def prune_iteratively(
     return PruneResult(model, masks, history, {"stopped_early": stopped, "prunable": total})
 
 
-def _backend(curvature: CurvatureBackend | None, estimator: Estimator, mc_samples: int, seed: int,
-             max_sub_batch: int | None, model: nn.Module) -> CurvatureBackend:
+def _backend(
+    curvature: CurvatureBackend | None,
+    estimator: Estimator,
+    mc_samples: int,
+    seed: int,
+    max_sub_batch: int | None,
+    model: nn.Module,
+) -> CurvatureBackend:
     if curvature is not None:
         return curvature
     config = CurvatureConfig(estimator=estimator, mc_samples=mc_samples, seed=seed, max_sub_batch=max_sub_batch)

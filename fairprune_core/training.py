@@ -108,9 +108,7 @@ def pretrain(
     another configuration is an error (use another ``out_dir``).
     """
     if model_config.num_classes != dataset.num_classes:
-        raise ValueError(
-            f"model has {model_config.num_classes} classes but {dataset.name} has {dataset.num_classes}"
-        )
+        raise ValueError(f"model has {model_config.num_classes} classes but {dataset.name} has {dataset.num_classes}")
     if model_config.image_size != dataset.image_size:
         raise ValueError(
             f"model input is {model_config.image_size}px but the data was cached at "
@@ -194,8 +192,7 @@ def pretrain(
                 best_path,
                 model,
                 dataset=dataset,
-                extra={"train_config": config.to_dict(), "epoch": epoch + 1, "val": best_metrics,
-                       "pretrain_key": key},
+                extra={"train_config": config.to_dict(), "epoch": epoch + 1, "val": best_metrics, "pretrain_key": key},
             )
         torch.save(
             {

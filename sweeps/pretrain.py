@@ -21,8 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     add_pretrain_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: fairprune_runs/pretrain/<dataset>-<config hash>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: fairprune_runs/pretrain/<dataset>-<config hash>)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over even if a last.pt exists")
     parser.add_argument("--smoke-test", action="store_true", help="2 epochs of a tiny model (for CI)")
     args = parser.parse_args(argv)

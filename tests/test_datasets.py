@@ -19,8 +19,17 @@ from fairprune_core.datasets import (
 )
 from fairprune_core.datasets.splits import assign_splits
 
-FITZ_COLUMNS = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label",
-                "nine_partition_label", "three_partition_label", "qc", "url", "url_alphanum"]
+FITZ_COLUMNS = [
+    "md5hash",
+    "fitzpatrick_scale",
+    "fitzpatrick_centaur",
+    "label",
+    "nine_partition_label",
+    "three_partition_label",
+    "qc",
+    "url",
+    "url_alphanum",
+]
 
 
 def _jpeg(path: Path, colour: tuple[int, int, int], size: int = 24) -> None:
@@ -28,13 +37,15 @@ def _jpeg(path: Path, colour: tuple[int, int, int], size: int = 24) -> None:
     Image.new("RGB", (size, size + 6), colour).save(path)
 
 
-def _fitz_folder(tmp_path: Path, rows: list[tuple[str, int, str]], *, nested: bool = False,
-                 skip_images: tuple[str, ...] = ()) -> Path:
+def _fitz_folder(
+    tmp_path: Path, rows: list[tuple[str, int, str]], *, nested: bool = False, skip_images: tuple[str, ...] = ()
+) -> Path:
     root = tmp_path / "fitz"
     records = []
     for md5, scale, label in rows:
-        records.append(dict(zip(FITZ_COLUMNS, [md5, scale, scale, label, f"nine-{label}", "benign",
-                                               "", "u", "u"], strict=True)))
+        records.append(
+            dict(zip(FITZ_COLUMNS, [md5, scale, scale, label, f"nine-{label}", "benign", "", "u", "u"], strict=True))
+        )
         if md5 not in skip_images:
             folder = root / "images" / label if nested else root
             _jpeg(folder / f"{md5}.jpg", (10 * scale, 40, 200))
@@ -96,8 +107,7 @@ def test_fitzpatrick_groups_drops_and_label_folders(tmp_path, cache_dir):
     ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir)
     s = ds.summary()
     assert s["rows_read"] == 41
-    assert s["dropped_by_reason"] == {"skin type unknown (fitzpatrick_scale -1)": 1,
-                                      "image file not found": 2}
+    assert s["dropped_by_reason"] == {"skin type unknown (fitzpatrick_scale -1)": 1, "image file not found": 2}
     assert s["rows_kept"] == 38
     assert ds.class_names == ["acne", "eczema", "psoriasis"]
     assert s["classes_dropped"] == ["rare"]
@@ -109,8 +119,7 @@ def test_fitzpatrick_groups_drops_and_label_folders(tmp_path, cache_dir):
 
 def test_fitzpatrick_label_columns(tmp_path, cache_dir):
     root = _fitz_folder(tmp_path, _balanced_rows(30))
-    ds = load_dataset("fitzpatrick17k", root, label_column="nine_partition_label",
-                      image_size=32, cache_dir=cache_dir)
+    ds = load_dataset("fitzpatrick17k", root, label_column="nine_partition_label", image_size=32, cache_dir=cache_dir)
     assert ds.class_names == ["nine-acne", "nine-eczema", "nine-psoriasis"]
     with pytest.raises(ValueError, match="unknown label column 'diagnosis'"):
         load_dataset("fitzpatrick17k", root, label_column="diagnosis", cache_dir=cache_dir)
@@ -128,8 +137,14 @@ def test_real_fitzpatrick_csv_with_some_images(fitzpatrick_csv, tmp_path, cache_
     have = frame[frame["fitzpatrick_scale"] > 0].groupby("three_partition_label").head(12)
     for md5 in have["md5hash"]:
         _jpeg(tmp_path / "imgs" / f"{md5}.jpg", (120, 90, 80))
-    ds = load_dataset("fitzpatrick17k", fitzpatrick_csv.parent, image_dir=tmp_path / "imgs",
-                      label_column="three_partition_label", image_size=32, cache_dir=cache_dir)
+    ds = load_dataset(
+        "fitzpatrick17k",
+        fitzpatrick_csv.parent,
+        image_dir=tmp_path / "imgs",
+        label_column="three_partition_label",
+        image_size=32,
+        cache_dir=cache_dir,
+    )
     s = ds.summary()
     assert s["rows_read"] == len(frame) == 16577
     assert s["dropped_by_reason"]["skin type unknown (fitzpatrick_scale -1)"] == 565
@@ -142,9 +157,14 @@ def test_real_fitzpatrick_csv_with_some_images(fitzpatrick_csv, tmp_path, cache_
     ("mutate", "error"),
     [
         (lambda root: (root / "fitzpatrick17k.csv").unlink(), r"Fitzpatrick17k CSV not found: .*fitzpatrick17k\.csv"),
-        (lambda root: pd.read_csv(root / "fitzpatrick17k.csv").drop(columns=["fitzpatrick_scale"])
-         .to_csv(root / "fitzpatrick17k.csv", index=False),
-         r"column 'fitzpatrick_scale' missing from fitzpatrick17k\.csv; found: md5hash, fitzpatrick_centaur"),
+        (
+            lambda root: (
+                pd.read_csv(root / "fitzpatrick17k.csv")
+                .drop(columns=["fitzpatrick_scale"])
+                .to_csv(root / "fitzpatrick17k.csv", index=False)
+            ),
+            r"column 'fitzpatrick_scale' missing from fitzpatrick17k\.csv; found: md5hash, fitzpatrick_centaur",
+        ),
         (lambda root: [p.unlink() for p in root.glob("*.jpg")], r"no images found"),
     ],
 )
@@ -162,8 +182,7 @@ def test_corrupt_image_is_named_or_skipped(tmp_path, cache_dir):
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(DatasetError, match=rf"unreadable image .*{bad.name}.*skip_unreadable=True"):
         load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c1")
-    ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c2",
-                      skip_unreadable=True)
+    ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c2", skip_unreadable=True)
     assert ds.summary()["dropped_by_reason"] == {"unreadable image file": 1}
     assert rows[4][0] not in set(ds.records["image_id"])
     # pixels stay aligned with their records after the drop
@@ -176,12 +195,10 @@ def test_corrupt_image_is_named_or_skipped(tmp_path, cache_dir):
 def test_single_group_or_class_is_an_error(tmp_path, cache_dir):
     light_only = [(_md5(i), 1 + i % 3, ["a", "b"][i % 2]) for i in range(20)]
     with pytest.raises(DatasetError, match=r"both groups .*light and dark.*found light 20"):
-        load_dataset("fitzpatrick17k", _fitz_folder(tmp_path / "g", light_only), cache_dir=cache_dir,
-                     image_size=32)
+        load_dataset("fitzpatrick17k", _fitz_folder(tmp_path / "g", light_only), cache_dir=cache_dir, image_size=32)
     one_class = [(_md5(i), 1 + i % 6, "a") for i in range(20)]
     with pytest.raises(DatasetError, match="at least 2"):
-        load_dataset("fitzpatrick17k", _fitz_folder(tmp_path / "c", one_class), cache_dir=cache_dir,
-                     image_size=32)
+        load_dataset("fitzpatrick17k", _fitz_folder(tmp_path / "c", one_class), cache_dir=cache_dir, image_size=32)
 
 
 def test_unknown_dataset_and_missing_root():
@@ -199,12 +216,21 @@ def _isic_folder(tmp_path: Path, n: int = 40, float_values: bool = False) -> Pat
     for i in range(n):
         image = f"ISIC_{i:07d}"
         k = i % 3
-        row = {"image": image, **{c: (1.0 if j == k else 0.0) if float_values else int(j == k)
-                                  for j, c in enumerate(classes)}}
+        row = {
+            "image": image,
+            **{c: (1.0 if j == k else 0.0) if float_values else int(j == k) for j, c in enumerate(classes)},
+        }
         truth.append(row)
         sex = "" if i % 10 == 9 else ("female" if i % 2 else "male")
-        meta.append({"image": image, "age_approx": 50, "anatom_site_general": "back",
-                     "lesion_id": f"HAM_{i // 2:07d}", "sex": sex})
+        meta.append(
+            {
+                "image": image,
+                "age_approx": 50,
+                "anatom_site_general": "back",
+                "lesion_id": f"HAM_{i // 2:07d}",
+                "sex": sex,
+            }
+        )
         _jpeg(root / "ISIC_2019_Training_Input" / f"{image}.jpg", (200, 10 * k, 90))
     pd.DataFrame(truth).to_csv(root / "ISIC_2019_Training_GroundTruth.csv", index=False)
     pd.DataFrame(meta).to_csv(root / "ISIC_2019_Training_Metadata.csv", index=False)

@@ -50,9 +50,7 @@ def test_per_group_scores_match_sklearn(seed):
     m = fairness_metrics(y_true, y_pred, groups, num_classes=k)
     for g in (0, 1):
         sel = groups == g
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true[sel], y_pred[sel], average="macro", zero_division=0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true[sel], y_pred[sel], average="macro", zero_division=0)
         assert m["groups"][g]["precision"] == pytest.approx(p, abs=1e-12)
         assert m["groups"][g]["recall"] == pytest.approx(r, abs=1e-12)
         assert m["groups"][g]["f1"] == pytest.approx(f, abs=1e-12)
@@ -114,8 +112,7 @@ def test_group_confusion_counts():
 )
 def test_bad_inputs_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        fairness_metrics(np.asarray(kwargs["y_true"]), np.asarray(kwargs["y_pred"]),
-                         np.asarray(kwargs["groups"]))
+        fairness_metrics(np.asarray(kwargs["y_true"]), np.asarray(kwargs["y_pred"]), np.asarray(kwargs["groups"]))
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
@@ -145,8 +142,7 @@ def test_bootstrap_matches_a_naive_resampling_loop():
     for d0, d1 in zip(draws0, draws1, strict=True):
         sel = np.concatenate([d0, d1])
         naive.append(fairness_metrics(y_true[sel], y_pred[sel], groups[sel], num_classes=k)["eopp1"])
-    lo, hi = bootstrap_intervals(y_true, y_pred, groups, num_classes=k, n_boot=50, seed=11,
-                                 level=0.9)["eopp1"]
+    lo, hi = bootstrap_intervals(y_true, y_pred, groups, num_classes=k, n_boot=50, seed=11, level=0.9)["eopp1"]
     assert lo == pytest.approx(np.quantile(naive, 0.05))
     assert hi == pytest.approx(np.quantile(naive, 0.95))
 

@@ -106,10 +106,30 @@ def test_pretrain_resumes_after_interruption(synthetic, tmp_path):
 def test_pretrain_entry_point_on_real_isic(isic_root, cache_dir, tmp_path):
     """The entry point pre-trains briefly on the real ISIC data; its checkpoint reloads."""
     out = tmp_path / "isic-run"
-    cmd = [sys.executable, str(REPO / "sweeps" / "pretrain.py"), "--dataset", "isic2019",
-           "--data-root", str(isic_root), "--image-size", "32", "--width", "0.0625",
-           "--epochs", "1", "--batch-size", "128", "--lr", "1e-3", "--augment", "none",
-           "--cache-dir", str(cache_dir), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "sweeps" / "pretrain.py"),
+        "--dataset",
+        "isic2019",
+        "--data-root",
+        str(isic_root),
+        "--image-size",
+        "32",
+        "--width",
+        "0.0625",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--lr",
+        "1e-3",
+        "--augment",
+        "none",
+        "--cache-dir",
+        str(cache_dir),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "kept 9968 images of 8 classes (female 4560, male 5408)" in proc.stdout

@@ -28,8 +28,13 @@ from .test_hessian import brute_force_diagonal
 def tiny_net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3 * 2 * 2, 6), nn.ReLU(), nn.Linear(6, 3),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 2 * 2, 6),
+        nn.ReLU(),
+        nn.Linear(6, 3),
     ).double()
     for p in net.parameters():
         nn.init.normal_(p, 0, 0.5)
@@ -54,7 +59,9 @@ def reference_fairprune(net, unpriv, priv, beta, targets):
         x0, y0 = torch.cat([b[0] for b in unpriv]), torch.cat([b[1] for b in unpriv])
         x1, y1 = torch.cat([b[0] for b in priv]), torch.cat([b[1] for b in priv])
         h0, h1 = brute_force_diagonal(net, x0, y0), brute_force_diagonal(net, x1, y1)
-        s = np.concatenate([(0.5 * params[n].detach() ** 2 * (h0[n] - beta * h1[n])).reshape(-1).numpy() for n in names])
+        s = np.concatenate(
+            [(0.5 * params[n].detach() ** 2 * (h0[n] - beta * h1[n])).reshape(-1).numpy() for n in names]
+        )
         negatives += int((s[alive] < 0).sum())
         s[~alive] = np.inf
         order = np.lexsort((np.arange(len(s)), s))  # by saliency, then index
@@ -85,11 +92,21 @@ def test_selected_weights_are_exactly_the_smallest_saliency(beta, step, final):
 def test_ratio_is_exact_biases_untouched_and_zeros_stay_zero(tmp_path, synthetic):
     model = build_model(ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16), seed=0)
     train = synthetic.split("train")
-    g0, g1 = (GroupSampler(train.images[train.groups == g], train.labels[train.groups == g], batch_size=8,
-                           num_batches=2, seed=g, name=f"g{g}") for g in (0, 1))
+    g0, g1 = (
+        GroupSampler(
+            train.images[train.groups == g],
+            train.labels[train.groups == g],
+            batch_size=8,
+            num_batches=2,
+            seed=g,
+            name=f"g{g}",
+        )
+        for g in (0, 1)
+    )
     before = copy.deepcopy(model.state_dict())
-    res = fairprune(model, g1, g0, beta=0.3, step_ratio=0.1, final_ratio=0.35, estimator="mc",
-                    validation=synthetic.split("val"))
+    res = fairprune(
+        model, g1, g0, beta=0.3, step_ratio=0.1, final_ratio=0.35, estimator="mc", validation=synthetic.split("val")
+    )
     total = sum(m.numel() for m in res.masks.values())
     assert total == sum(model.get_parameter(n).numel() for n in prunable_parameters(model))
     assert int(total - sum(int(m.sum()) for m in res.masks.values())) == round(0.35 * total)
@@ -125,8 +142,16 @@ def test_stop_at_fairness_target(synthetic):
     model = build_model(ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16), seed=0)
     train = synthetic.split("train")
     src = [(torch.randn(4, 3, 32, 32), torch.from_numpy(train.labels[:4]))]
-    res = fairprune(model, src, src, beta=0.5, step_ratio=0.05, final_ratio=0.5,
-                    validation=synthetic.split("val"), stop_at={"eopp1": 1.0})
+    res = fairprune(
+        model,
+        src,
+        src,
+        beta=0.5,
+        step_ratio=0.05,
+        final_ratio=0.5,
+        validation=synthetic.split("val"),
+        stop_at={"eopp1": 1.0},
+    )
     assert res.stopped_early and len(res.history) == 2
     with pytest.raises(ValueError, match="validation split"):
         fairprune(model, src, src, beta=0.5, step_ratio=0.05, final_ratio=0.5, stop_at={"eopp1": 0.1})
@@ -167,8 +192,14 @@ def test_privileged_group_is_detected_on_synthetic(synthetic, tmp_path):
     from fairprune_core.training import TrainConfig, pretrain
 
     mc = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=0.125)
-    res = pretrain(synthetic, mc, TrainConfig(epochs=8, batch_size=64, lr=2e-3, augment="none"),
-                   tmp_path / "pt", log=lambda s: None)
-    priv, acc = detect_privileged(load_checkpoint(res.best_path).model, synthetic.split("val"),
-                                  num_classes=synthetic.num_classes)
+    res = pretrain(
+        synthetic,
+        mc,
+        TrainConfig(epochs=8, batch_size=64, lr=2e-3, augment="none"),
+        tmp_path / "pt",
+        log=lambda s: None,
+    )
+    priv, acc = detect_privileged(
+        load_checkpoint(res.best_path).model, synthetic.split("val"), num_classes=synthetic.num_classes
+    )
     assert priv == 0 and acc[0] > acc[1]  # light skin is easier in the synthetic data

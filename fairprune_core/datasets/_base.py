@@ -124,9 +124,7 @@ class DermDataset:
     @property
     def manifest(self) -> pd.DataFrame:
         """image id -> split, sorted by image id."""
-        return (
-            self.records[["image_id", "split"]].sort_values("image_id").reset_index(drop=True)
-        )
+        return self.records[["image_id", "split"]].sort_values("image_id").reset_index(drop=True)
 
     @property
     def manifest_fingerprint(self) -> str:
@@ -148,8 +146,7 @@ class DermDataset:
             s: {
                 "images": int((rec["split"] == s).sum()),
                 "groups": {
-                    g: int(((rec["split"] == s) & (rec["group"] == i)).sum())
-                    for i, g in enumerate(self.group_names)
+                    g: int(((rec["split"] == s) & (rec["group"] == i)).sum()) for i, g in enumerate(self.group_names)
                 },
             }
             for s in SPLITS

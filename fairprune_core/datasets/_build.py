@@ -53,9 +53,7 @@ def assemble(
     drop_log.drop("image file not found", int((~has_image).sum()))
     rows = rows[has_image].reset_index(drop=True)
     if rows.empty:
-        raise DatasetError(
-            f"no images found for any usable row of {name} under {root}. {fix_hint}".strip()
-        )
+        raise DatasetError(f"no images found for any usable row of {name} under {root}. {fix_hint}".strip())
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file, bad = build_image_cache(
@@ -96,7 +94,11 @@ def assemble(
         split = _splits_from_manifest(Path(manifest), rows["image_id"], drop_log)
         keep = split != ""
         rows, cache_pos, labels, groups, split = (
-            rows[keep].reset_index(drop=True), cache_pos[keep], labels[keep], groups[keep], split[keep]
+            rows[keep].reset_index(drop=True),
+            cache_pos[keep],
+            labels[keep],
+            groups[keep],
+            split[keep],
         )
     else:
         unit = rows[unit_column].to_numpy(object) if unit_column else None
@@ -137,9 +139,7 @@ def _splits_from_manifest(path: Path, image_ids: pd.Series, drop_log: DropLog) -
         raise DatasetError(f"split manifest not found: {path}; pass the manifest CSV a run saved")
     frame = pd.read_csv(path, dtype=str)
     if not {"image_id", "split"} <= set(frame.columns):
-        raise DatasetError(
-            f"split manifest {path} needs columns image_id, split; found: {', '.join(frame.columns)}"
-        )
+        raise DatasetError(f"split manifest {path} needs columns image_id, split; found: {', '.join(frame.columns)}")
     bad = sorted(set(frame["split"]) - {"train", "val", "test"})
     if bad:
         raise DatasetError(f"split manifest {path} has unknown split names {bad}; use train/val/test")

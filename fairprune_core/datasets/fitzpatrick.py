@@ -45,9 +45,7 @@ def load_fitzpatrick17k(
     """
     root = Path(root)
     if label_column not in LABEL_COLUMNS:
-        raise ValueError(
-            f"unknown label column {label_column!r}; choose one of {', '.join(LABEL_COLUMNS)}"
-        )
+        raise ValueError(f"unknown label column {label_column!r}; choose one of {', '.join(LABEL_COLUMNS)}")
     csv_path = Path(csv) if csv is not None else root / CSV_NAME
     frame = read_csv_checked(
         csv_path,

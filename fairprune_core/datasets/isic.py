@@ -38,21 +38,16 @@ def load_isic2019(
     root = Path(root)
     fix = f"Pass the folder that holds {GROUND_TRUTH}, {METADATA} and {IMAGE_DIR}/."
     truth = read_csv_checked(root / GROUND_TRUTH, ["image"], what="ISIC 2019 ground truth", fix=fix)
-    meta = read_csv_checked(
-        root / METADATA, ["image", "sex"], what="ISIC 2019 metadata", fix=fix
-    )
+    meta = read_csv_checked(root / METADATA, ["image", "sex"], what="ISIC 2019 metadata", fix=fix)
     class_names = [c for c in truth.columns if c != "image"]
     if len(class_names) < 2:
         raise DatasetError(
-            f"{GROUND_TRUTH} needs one column per class after 'image'; found: "
-            f"{', '.join(truth.columns)}"
+            f"{GROUND_TRUTH} needs one column per class after 'image'; found: {', '.join(truth.columns)}"
         )
     try:
         onehot = truth[class_names].astype(float).to_numpy()
     except ValueError as exc:
-        raise DatasetError(
-            f"{GROUND_TRUTH}: class columns must hold 0/1 (or 0.0/1.0) values: {exc}"
-        ) from exc
+        raise DatasetError(f"{GROUND_TRUTH}: class columns must hold 0/1 (or 0.0/1.0) values: {exc}") from exc
     valid = np.isin(onehot, (0.0, 1.0)).all(axis=1) & (onehot.sum(axis=1) == 1)
     if not valid.all():
         bad = truth.loc[~valid, "image"].head(5).tolist()
@@ -75,9 +70,7 @@ def load_isic2019(
     known = sex.isin(GROUP_NAMES)
     odd = sorted(set(sex[~known].dropna()))
     if odd:
-        raise DatasetError(
-            f"{METADATA}: unknown values in column 'sex': {odd}; expected female, male or empty"
-        )
+        raise DatasetError(f"{METADATA}: unknown values in column 'sex': {odd}; expected female, male or empty")
     log.drop("sex missing", int((~known).sum()))
     labels, sex = labels[known.to_numpy()], sex[known]
 

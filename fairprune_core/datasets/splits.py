@@ -47,7 +47,5 @@ def assign_splits(
     # random order of units within each stratum, strata in a fixed order
     stratum = stratum.assign(r=rng.random(len(stratum))).sort_values(["label", "group", "r"])
     offset = int(rng.integers(len(_PATTERN)))
-    unit_split = pd.Series(
-        _PATTERN[(np.arange(len(stratum)) + offset) % len(_PATTERN)], index=stratum.index
-    )
+    unit_split = pd.Series(_PATTERN[(np.arange(len(stratum)) + offset) % len(_PATTERN)], index=stratum.index)
     return unit_split.reindex(unit_keys).to_numpy(dtype=object).astype(str)

@@ -91,9 +91,7 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
         return root
     if root.exists():
         if not stamp.is_file():
-            raise FileExistsError(
-                f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder"
-            )
+            raise FileExistsError(f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder")
         shutil.rmtree(root)
     (root / "images").mkdir(parents=True)
 
