@@ -13,14 +13,17 @@ from typing import Any
 
 from .datasets import DATASETS, DermDataset, load_dataset
 from .model import ModelConfig
+from .pipeline import PruneConfig
 from .training import TrainConfig
 
 __all__ = [
     "PRESETS",
     "add_data_arguments",
     "add_pretrain_arguments",
+    "add_prune_arguments",
     "dataset_from_args",
     "model_and_train_config",
+    "prune_config_from_args",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -156,3 +159,68 @@ def model_and_train_config(args: argparse.Namespace, dataset: DermDataset) -> tu
         device=args.device,
     )
     return r.preset, model, train
+
+
+def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("pruning")
+    g.add_argument("--beta", type=float, default=0.33, help="weight of the privileged group's saliency (Eq. 4)")
+    g.add_argument("--step-ratio", type=float, default=0.05, help="fraction of prunable weights pruned per step")
+    g.add_argument("--final-ratio", type=float, default=0.35, help="final pruned fraction (reached exactly)")
+    g.add_argument(
+        "--estimator",
+        choices=["exact", "mc", "fisher"],
+        default=None,
+        help="curvature estimator (default: exact; mc on Fitzpatrick17k's 114 classes)",
+    )
+    g.add_argument("--mc-samples", type=int, default=1, help="sampled labels per input for --estimator mc")
+    g.add_argument(
+        "--curvature-batch-size",
+        type=int,
+        default=None,
+        help="curvature mini-batch size per group (default: paper's, 64 ISIC / 2 Fitzpatrick / 32 demo)",
+    )
+    g.add_argument(
+        "--curvature-batches",
+        type=int,
+        default=None,
+        help="curvature mini-batches per group per step (default: 200 ISIC / 500 Fitzpatrick / 8 demo)",
+    )
+    g.add_argument(
+        "--max-sub-batch",
+        type=int,
+        default=None,
+        help="samples per BackPACK pass, to bound memory (default: 256 // classes for exact)",
+    )
+    g.add_argument(
+        "--privileged",
+        default="auto",
+        help="privileged group: auto (higher vanilla val accuracy), a group name, or 0/1",
+    )
+    g.add_argument("--stop-eopp1", type=float, default=None, help="stop once validation Eopp1 <= this")
+    g.add_argument("--prune-seed", type=int, default=0, help="seed of the curvature mini-batch sampling")
+
+
+def prune_config_from_args(args: argparse.Namespace, dataset: DermDataset) -> PruneConfig:
+    defaults = PruneConfig.curvature_defaults(dataset.name)
+    priv = args.privileged
+    if priv == "auto":
+        privileged = None
+    elif priv in dataset.group_names:
+        privileged = dataset.group_names.index(priv)
+    elif priv in ("0", "1"):
+        privileged = int(priv)
+    else:
+        raise SystemExit(f"--privileged must be auto, 0, 1 or one of {dataset.group_names}; got {priv!r}")
+    return PruneConfig(
+        beta=args.beta,
+        step_ratio=args.step_ratio,
+        final_ratio=args.final_ratio,
+        estimator=args.estimator or defaults.get("estimator", "exact"),
+        mc_samples=args.mc_samples,
+        batch_size=args.curvature_batch_size or defaults["batch_size"],
+        num_batches=args.curvature_batches or defaults["num_batches"],
+        max_sub_batch=args.max_sub_batch,
+        seed=args.prune_seed,
+        privileged=privileged,
+        stop_eopp1=args.stop_eopp1,
+    )

@@ -8,7 +8,8 @@ the privileged group's loss much, narrowing the gap. OBD (LeCun et al. 1989) use
 
 Each step recomputes curvature on the current (pruned) model from freshly sampled mini-batches,
 ranks every prunable weight that is still alive by its SIGNED saliency (ranking by absolute
-value would be wrong: negative saliencies are the most prunable), and zeroes the smallest ones
+value would be wrong: negative saliencies are the most prunable; ties are ordered by a
+secondary key, see :func:`fairprune_saliency`), and zeroes the smallest ones
 until ``step_ratio`` of all prunable weights has been pruned in total per step; the last step is
 clipped so that the final ratio is ``final_ratio`` exactly (to one weight). Pruned weights are
 exactly zero from then on, and are never selected again.
@@ -195,10 +196,14 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     return model
 
 
-def select_smallest(saliency: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` alive entries with the smallest saliency (ties: lower index first).
+def select_smallest(
+    saliency: np.ndarray, alive: np.ndarray, k: int, tiebreak: tuple[np.ndarray, ...] = ()
+) -> np.ndarray:
+    """Indices of the ``k`` alive entries with the smallest saliency.
 
-    Dead (already pruned) entries are never selected. Linear time (``argpartition``).
+    Dead (already pruned) entries are never selected. Entries tied with the k-th smallest value
+    are ordered by the ``tiebreak`` keys (ascending, first key first), then by index. Linear
+    time except for the ties (``argpartition``).
     """
     n_alive = int(alive.sum())
     if k > n_alive:
@@ -211,6 +216,9 @@ def select_smallest(saliency: np.ndarray, alive: np.ndarray, k: int) -> np.ndarr
     threshold = np.partition(values, k - 1)[k - 1]
     below = np.flatnonzero(values < threshold)
     ties = np.flatnonzero(values == threshold)
+    if len(ties) > k - len(below) and tiebreak:
+        # np.lexsort sorts by its LAST key first
+        ties = ties[np.lexsort((ties, *(key[ties] for key in reversed(tiebreak))))]
     return np.concatenate([below, ties[: k - len(below)]])
 
 
@@ -241,11 +249,28 @@ class PruneSchedule:
 
 # -- saliencies -------------------------------------------------------------------------------
 CurvatureFn = Callable[[nn.Module, BatchSource, int, str], DiagSums]
-SaliencyFn = Callable[[nn.Module, int, CurvatureFn], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Saliency:
+    """Per-parameter saliency (float64) and the key that orders its ties."""
+
+    value: dict[str, torch.Tensor]
+    tiebreak: dict[str, torch.Tensor]
+
+
+SaliencyFn = Callable[[nn.Module, int, CurvatureFn], Saliency]
 
 
 def fairprune_saliency(beta: float, unprivileged: Any, privileged: Any) -> SaliencyFn:
-    """Eq. (4): ``s = 1/2 theta^2 (h0 - beta h1)``, h0 unprivileged, h1 privileged (float64)."""
+    """Eq. (4): ``s = 1/2 theta^2 (h0 - beta h1)``, h0 unprivileged, h1 privileged (float64).
+
+    Ties (chiefly ``s == 0`` where a unit is inactive for the curvature samples) are broken by
+    the groups' total OBD saliency ``1/2 theta^2 (h0 + h1)``: weights that matter to neither
+    group go first. Ordering such ties by position instead would prune whole early layers.
+    Note what Eq. (4) implies for any ``beta > 0``: a weight used only by the privileged group
+    (``h0 == 0 < h1``) has negative saliency and is among the first pruned, however small beta.
+    """
     if not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta must be a finite number >= 0, got {beta}")
     src0, src1 = as_batch_source(unprivileged), as_batch_source(privileged)
@@ -253,18 +278,27 @@ def fairprune_saliency(beta: float, unprivileged: Any, privileged: Any) -> Salie
     def saliency(model: nn.Module, step: int, curvature: CurvatureFn) -> dict[str, torch.Tensor]:
         h0 = curvature(model, src0, step, "unprivileged").mean(dtype=None)
         h1 = curvature(model, src1, step, "privileged").mean(dtype=None)
-        return {n: 0.5 * p.detach().double().cpu() ** 2 * (h0[n] - beta * h1[n]) for n, p in model.named_parameters()}
+        value, total = {}, {}
+        for n, p in model.named_parameters():
+            half_sq = 0.5 * p.detach().double().cpu() ** 2
+            value[n] = half_sq * (h0[n] - beta * h1[n])
+            total[n] = half_sq * (h0[n] + h1[n])
+        return Saliency(value, total)
 
     return saliency
 
 
 def obd_saliency(data: Any) -> SaliencyFn:
-    """Optimal Brain Damage: ``s = 1/2 theta^2 h`` from all training data, groups ignored."""
+    """Optimal Brain Damage: ``s = 1/2 theta^2 h`` from all training data, groups ignored.
+
+    Ties (``s == 0``) go to the smaller magnitude ``|theta|`` first.
+    """
     src = as_batch_source(data)
 
     def saliency(model: nn.Module, step: int, curvature: CurvatureFn) -> dict[str, torch.Tensor]:
         h = curvature(model, src, step, "all").mean(dtype=None)
-        return {n: 0.5 * p.detach().double().cpu() ** 2 * h[n] for n, p in model.named_parameters()}
+        value = {n: 0.5 * p.detach().double().cpu() ** 2 * h[n] for n, p in model.named_parameters()}
+        return Saliency(value, {})
 
     return saliency
 
@@ -349,8 +383,10 @@ def prune_iteratively(
     for step, target in enumerate(targets):
         t0 = time.perf_counter()
         sal = saliency(model, step, curvature_fn)
-        flat = np.concatenate([sal[n].reshape(-1).numpy() for n in names])
-        chosen = select_smallest(flat, alive, target - int(total - alive.sum()))
+        flat = np.concatenate([sal.value[n].reshape(-1).numpy() for n in names])
+        keys = [np.concatenate([sal.tiebreak[n].reshape(-1).numpy() for n in names])] if sal.tiebreak else []
+        magnitude = np.concatenate([params[n].detach().abs().reshape(-1).cpu().numpy() for n in names])
+        chosen = select_smallest(flat, alive, target - int(total - alive.sum()), (*keys, magnitude))
         alive[chosen] = False
         with torch.no_grad():
             for j, name in enumerate(names):

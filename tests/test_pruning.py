@@ -49,7 +49,10 @@ def group_batches(seed: int, n: int = 8, shift: float = 0.0):
 
 
 def reference_fairprune(net, unpriv, priv, beta, targets):
-    """The recipe by hand: brute-force autograd Hessians, a full stable sort of the saliency."""
+    """The recipe by hand: brute-force autograd Hessians, a full sort of the saliency.
+
+    Ties are ordered by the total saliency 1/2 theta^2 (h0 + h1), then |theta|, then index.
+    """
     net = copy.deepcopy(net).eval()
     names = [n for n, _ in net.named_parameters() if n.endswith("weight")]
     params = dict(net.named_parameters())
@@ -59,12 +62,13 @@ def reference_fairprune(net, unpriv, priv, beta, targets):
         x0, y0 = torch.cat([b[0] for b in unpriv]), torch.cat([b[1] for b in unpriv])
         x1, y1 = torch.cat([b[0] for b in priv]), torch.cat([b[1] for b in priv])
         h0, h1 = brute_force_diagonal(net, x0, y0), brute_force_diagonal(net, x1, y1)
-        s = np.concatenate(
-            [(0.5 * params[n].detach() ** 2 * (h0[n] - beta * h1[n])).reshape(-1).numpy() for n in names]
-        )
+        half_sq = {n: 0.5 * params[n].detach() ** 2 for n in names}
+        s = np.concatenate([(half_sq[n] * (h0[n] - beta * h1[n])).reshape(-1).numpy() for n in names])
+        t = np.concatenate([(half_sq[n] * (h0[n] + h1[n])).reshape(-1).numpy() for n in names])
+        mag = np.concatenate([params[n].detach().abs().reshape(-1).numpy() for n in names])
         negatives += int((s[alive] < 0).sum())
         s[~alive] = np.inf
-        order = np.lexsort((np.arange(len(s)), s))  # by saliency, then index
+        order = np.lexsort((np.arange(len(s)), mag, t, s))  # by saliency, total, |theta|, index
         alive[order[: target - (len(alive) - alive.sum())]] = False
         with torch.no_grad():
             start = 0
@@ -157,10 +161,13 @@ def test_stop_at_fairness_target(synthetic):
         fairprune(model, src, src, beta=0.5, step_ratio=0.05, final_ratio=0.5, stop_at={"eopp1": 0.1})
 
 
-def test_select_smallest_never_reselects_and_breaks_ties_by_index():
+def test_select_smallest_never_reselects_and_orders_ties():
     s = np.array([5.0, -3.0, 0.0, 0.0, -10.0, 0.0, 2.0])
     alive = np.array([True, True, True, True, False, True, True])
     np.testing.assert_array_equal(np.sort(select_smallest(s, alive, 3)), [1, 2, 3])  # -10 is dead
+    # ties at 0 (indices 2, 3, 5) go by the tie-break key, then by index
+    key = np.array([0, 0, 9.0, 4.0, 0, 1.0, 0])
+    np.testing.assert_array_equal(np.sort(select_smallest(s, alive, 3, (key,))), [1, 3, 5])
     with pytest.raises(ValueError, match="only 6 are left"):
         select_smallest(s, alive, 7)
 

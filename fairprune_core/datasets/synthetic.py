@@ -4,11 +4,13 @@ The generator writes ``fitzpatrick17k.csv`` (the real file's columns) and ``<md5
 images in per-label folders; the ``fitzpatrick17k`` loader then reads it like real data, so the
 demo exercises the real code path. What it draws:
 
-* a skin-tone background by group (light: Fitzpatrick 1-3, dark: 4-6) with lighting and noise;
+* a skin-tone background drawn from a continuum over Fitzpatrick types 1-6 (types 3 and 4 look
+  alike, as in real photographs; light = 1-3, dark = 4-6), with lighting and noise;
 * a lesion whose shape, colour and texture depend on the class;
-* a group imbalance (``dark_fraction`` of images are dark) and a difficulty gap: on dark skin
-  the lesion has less contrast (``dark_contrast``), more noise and more shape jitter, so a
-  vanilla model is measurably less accurate on the dark group (here the unprivileged group);
+* a group imbalance (``dark_fraction`` of images are dark) and a difficulty gap: the darker the
+  skin, the less lesion contrast (down to ``dark_contrast``), the more noise and shape jitter,
+  so a vanilla model is measurably less accurate on the dark group (here the unprivileged one);
+* optional annotation noise (``label_noise``), as real labels have;
 * like real downloads, a few rows have skin type -1 and a few images are missing.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,9 +54,10 @@ class SyntheticConfig:
     image_size: int = 64  # side of the written JPEGs
     dark_fraction: float = 0.35  # group imbalance: share of dark-skin rows
     dark_contrast: float = 0.4  # lesion opacity on dark skin (light skin: light_contrast)
-    light_contrast: float = 0.85
+    light_contrast: float = 0.7
     dark_noise: float = 22.0  # pixel noise std on dark skin
     light_noise: float = 8.0
+    label_noise: float = 0.05  # share of rows whose CSV label is another class (annotation noise)
     unknown_skin_fraction: float = 0.02  # rows with fitzpatrick_scale -1
     missing_image_fraction: float = 0.01  # rows whose image is "not downloaded"
     seed: int = 0
@@ -70,7 +74,7 @@ class SyntheticConfig:
             raise ValueError(f"dark_fraction must be in (0, 1), got {self.dark_fraction}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        for f in ("unknown_skin_fraction", "missing_image_fraction"):
+        for f in ("unknown_skin_fraction", "missing_image_fraction", "label_noise"):
             if not 0 <= getattr(self, f) < 0.5:
                 raise ValueError(f"{f} must be in [0, 0.5), got {getattr(self, f)}")
 
@@ -89,10 +93,11 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
     stamp = root / "synthetic.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == asdict(config):
         return root
-    if root.exists():
-        if not stamp.is_file():
-            raise FileExistsError(f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder")
-        shutil.rmtree(root)
+    if root.exists() and not stamp.is_file() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder")
+    # write into a sibling folder and rename it into place: an interrupted run leaves no half dataset
+    final_root, root = root, root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(root, ignore_errors=True)
     (root / "images").mkdir(parents=True)
 
     rng = np.random.default_rng(config.seed)
@@ -101,6 +106,8 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
     labels = rng.integers(config.num_classes, size=n)
     unknown = rng.random(n) < config.unknown_skin_fraction
     missing = rng.random(n) < config.missing_image_fraction
+    noisy = rng.random(n) < config.label_noise
+    written = np.where(noisy, (labels + rng.integers(1, config.num_classes, size=n)) % config.num_classes, labels)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5  # (S, S) in [-0.5, 0.5)
 
     rows = []
@@ -108,9 +115,10 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
         cls = _CLASSES[labels[i]]
         md5 = hashlib.md5(f"fairprune-synthetic:{config.seed}:{i}".encode()).hexdigest()
         scale = int(rng.integers(4, 7)) if dark[i] else int(rng.integers(1, 4))
-        img = _draw(rng, cls, bool(dark[i]), config, xx, yy)
+        img = _draw(rng, cls, scale, config, xx, yy)
+        shown = _CLASSES[written[i]]  # the label a (noisy) annotator wrote down
         if not missing[i]:
-            folder = root / "images" / cls[0].replace(" ", "_")
+            folder = root / "images" / shown[0].replace(" ", "_")
             folder.mkdir(exist_ok=True)
             Image.fromarray(img).save(folder / f"{md5}.jpg", quality=92)
         rows.append(
@@ -118,33 +126,39 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
                 "md5hash": md5,
                 "fitzpatrick_scale": -1 if unknown[i] else scale,
                 "fitzpatrick_centaur": -1 if unknown[i] else scale,
-                "label": cls[0],
-                "nine_partition_label": cls[1],
-                "three_partition_label": cls[2],
+                "label": shown[0],
+                "nine_partition_label": shown[1],
+                "three_partition_label": shown[2],
                 "qc": "",
                 "url": f"synthetic://{md5}",
                 "url_alphanum": f"synthetic{md5}.jpg",
             }
         )
     pd.DataFrame(rows).to_csv(root / CSV_NAME, index=False)
-    stamp.write_text(json.dumps(asdict(config), indent=1))
-    return root
+    (root / stamp.name).write_text(json.dumps(asdict(config), indent=1))
+    if final_root.exists():
+        shutil.rmtree(final_root)
+    final_root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(root, final_root)
+    return final_root
 
 
 def _draw(
     rng: np.random.Generator,
     cls: tuple[str, str, str, str, tuple[int, int, int], str],
-    dark: bool,
+    fitzpatrick: int,
     cfg: SyntheticConfig,
     xx: np.ndarray,
     yy: np.ndarray,
 ) -> np.ndarray:
     _, _, _, shape, colour, texture = cls
-    skin = (_DARK_SKIN if dark else _LIGHT_SKIN) + rng.normal(0, 10, 3)
+    # darkness in [0, 1] along the Fitzpatrick continuum; neighbouring types overlap
+    t = float(np.clip((fitzpatrick - 1) / 5 + rng.normal(0, 0.08), 0, 1))
+    skin = _LIGHT_SKIN * (1 - t) + _DARK_SKIN * t + rng.normal(0, 10, 3)
     light = 1.0 + 0.15 * (rng.random() - 0.5) * (xx + yy)  # a soft lighting gradient
     bg = skin[None, None, :] * light[..., None]
 
-    jitter = 0.12 if dark else 0.05
+    jitter = 0.04 + 0.08 * t
     cx, cy = rng.normal(0, jitter, 2)
     r = 0.22 * np.exp(rng.normal(0, 0.12 + jitter))
     ang = rng.uniform(0, np.pi)
@@ -178,7 +192,8 @@ def _draw(
     else:
         tex = np.ones_like(xx)
     lesion = np.clip(np.asarray(colour, float)[None, None, :] * tex[..., None], 0, 255)
-    alpha = (cfg.dark_contrast if dark else cfg.light_contrast) * mask[..., None]
+    contrast = cfg.light_contrast + (cfg.dark_contrast - cfg.light_contrast) * t
+    alpha = contrast * mask[..., None]
     img = bg * (1 - alpha) + lesion * alpha
-    img += rng.normal(0, cfg.dark_noise if dark else cfg.light_noise, img.shape)
+    img += rng.normal(0, cfg.light_noise + (cfg.dark_noise - cfg.light_noise) * t, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
