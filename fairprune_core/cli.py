@@ -224,3 +224,36 @@ def prune_config_from_args(args: argparse.Namespace, dataset: DermDataset) -> Pr
         privileged=privileged,
         stop_eopp1=args.stop_eopp1,
     )
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("curvature workers (Ray)")
+    g.add_argument(
+        "--workers", type=int, default=0, help="Ray curvature workers per pruning run (0: compute in this process)"
+    )
+    g.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (and torch threads) per worker")
+    g.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per worker (default: 1 when the cluster has GPUs, else 0)",
+    )
+    g.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray started here)"
+    )
+
+
+def curvature_backend_from_args(args: argparse.Namespace, model_config: ModelConfig, config: PruneConfig):
+    """A :class:`CurvaturePool` when ``--workers`` > 0, else None (single-process)."""
+    if not args.workers:
+        return None
+    from .distributed import CurvaturePool
+
+    return CurvaturePool(
+        model_config,
+        config.curvature_config(),
+        num_workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        address=args.address,
+    )

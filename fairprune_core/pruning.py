@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,12 +135,19 @@ def as_batch_source(obj: Any) -> BatchSource:
 
 
 # -- curvature backends ------------------------------------------------------------------------
+Request = tuple[str, BatchSource]  # (tag, source): "unprivileged", "privileged" or "all"
+
+
 class CurvatureBackend(Protocol):
-    """Computes curvature sums of ``model`` on a source's mini-batches of one step."""
+    """Computes curvature sums of ``model`` on the mini-batches of step ``step`` of each source.
+
+    All of one step's requests come in one call, so a distributed backend ships the weights
+    once per step and balances every group's mini-batches over its workers.
+    """
 
     config: CurvatureConfig
 
-    def compute(self, model: nn.Module, source: BatchSource, step: int, tag: str) -> DiagSums: ...
+    def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]: ...
 
 
 class LocalCurvature:
@@ -157,19 +164,22 @@ class LocalCurvature:
         self._engine: CurvatureEngine | None = None
         self.stats = {"batches": 0, "samples": 0, "seconds": 0.0}
 
-    def compute(self, model: nn.Module, source: BatchSource, step: int, tag: str) -> DiagSums:
+    def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
         t0 = time.perf_counter()
         if self._engine is None:
             self._engine = CurvatureEngine(model, self.config, device=self.device)
         else:
             self._engine.load_state_dict(model.state_dict())
-        total = DiagSums.zero()
-        for i, (x, y) in enumerate(source.batches(step)):
-            total = total + self._engine.batch_sums(x, y, seed=batch_seed(self.config.seed, tag, step, i))
-            self.stats["batches"] += 1
-        self.stats["samples"] += total.count
+        out = {}
+        for tag, source in requests:
+            total = DiagSums.zero()
+            for i, (x, y) in enumerate(source.batches(step)):
+                total = total + self._engine.batch_sums(x, y, seed=batch_seed(self.config.seed, tag, step, i))
+                self.stats["batches"] += 1
+            self.stats["samples"] += total.count
+            out[tag] = total
         self.stats["seconds"] += time.perf_counter() - t0
-        return total
+        return out
 
 
 # -- masks and selection ----------------------------------------------------------------------
@@ -243,12 +253,17 @@ class PruneSchedule:
     def targets(self, total: int) -> list[int]:
         """Cumulative number of pruned weights after each step (the last one clipped)."""
         final = round(self.final_ratio * total)
-        per_step = max(1, round(self.step_ratio * total))
-        return [min(k * per_step, final) for k in range(1, math.ceil(final / per_step) + 1)]
+        targets: list[int] = []
+        k = 1
+        while not targets or targets[-1] < final:
+            # cumulative rounding: 10% steps to 50% are exactly five steps, whatever the total
+            targets.append(min(max(round(k * self.step_ratio * total), k), final))
+            k += 1
+        return targets
 
 
 # -- saliencies -------------------------------------------------------------------------------
-CurvatureFn = Callable[[nn.Module, BatchSource, int, str], DiagSums]
+CurvatureFn = Callable[[nn.Module, Sequence[Request], int], dict[str, DiagSums]]
 
 
 @dataclass
@@ -276,8 +291,8 @@ def fairprune_saliency(beta: float, unprivileged: Any, privileged: Any) -> Salie
     src0, src1 = as_batch_source(unprivileged), as_batch_source(privileged)
 
     def saliency(model: nn.Module, step: int, curvature: CurvatureFn) -> dict[str, torch.Tensor]:
-        h0 = curvature(model, src0, step, "unprivileged").mean(dtype=None)
-        h1 = curvature(model, src1, step, "privileged").mean(dtype=None)
+        sums = curvature(model, [("unprivileged", src0), ("privileged", src1)], step)
+        h0, h1 = sums["unprivileged"].mean(dtype=None), sums["privileged"].mean(dtype=None)
         value, total = {}, {}
         for n, p in model.named_parameters():
             half_sq = 0.5 * p.detach().double().cpu() ** 2
@@ -296,7 +311,7 @@ def obd_saliency(data: Any) -> SaliencyFn:
     src = as_batch_source(data)
 
     def saliency(model: nn.Module, step: int, curvature: CurvatureFn) -> dict[str, torch.Tensor]:
-        h = curvature(model, src, step, "all").mean(dtype=None)
+        h = curvature(model, [("all", src)], step)["all"].mean(dtype=None)
         value = {n: 0.5 * p.detach().double().cpu() ** 2 * h[n] for n, p in model.named_parameters()}
         return Saliency(value, {})
 
@@ -358,10 +373,10 @@ def prune_iteratively(
         num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     shared = dict(initial_curvature or {})
 
-    def curvature_fn(m: nn.Module, source: BatchSource, step: int, tag: str) -> DiagSums:
-        if step == 0 and tag in shared:
-            return shared[tag]
-        return curvature.compute(m, source, step, tag)
+    def curvature_fn(m: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
+        known = {tag: shared[tag] for tag, _ in requests if step == 0 and tag in shared}
+        todo = [(tag, src) for tag, src in requests if tag not in known]
+        return {**known, **(curvature.compute(m, todo, step) if todo else {})}
 
     history: list[dict[str, float]] = []
 

@@ -4,6 +4,7 @@
     python sweeps/prune.py --dataset isic2019 --data-root ../shared/data/isic2019 \
         --width 0.125 --image-size 32 --epochs 10 --beta 0.2 --step-ratio 0.1 --final-ratio 0.5
     python sweeps/prune.py --checkpoint run/best.pt --dataset isic2019 --data-root ...
+    python sweeps/prune.py --workers 4 --address auto    # curvature on the Ray cluster's workers
 
 Without --checkpoint the pre-training flags describe the model, which is trained once and then
 reused. Prints per-group precision/recall/F1, Avg, Diff, Eopp0/Eopp1/Eodd for Vanilla, OBD and
@@ -22,6 +23,8 @@ from fairprune_core.cli import (
     add_data_arguments,
     add_pretrain_arguments,
     add_prune_arguments,
+    add_worker_arguments,
+    curvature_backend_from_args,
     dataset_from_args,
     model_and_train_config,
     prune_config_from_args,
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(parser)
     add_pretrain_arguments(parser)
     add_prune_arguments(parser)
+    add_worker_arguments(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="pre-trained checkpoint (best.pt)")
     parser.add_argument(
         "--method",
@@ -52,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint(args.checkpoint, dataset=dataset)
     config = prune_config_from_args(args, dataset)
     methods = ("obd", "fairprune") if args.method == "both" else (args.method,)
-    run_comparison(checkpoint, dataset, config, methods=methods, out=args.out)
+    pool = curvature_backend_from_args(args, checkpoint.model_config, config)
+    try:
+        run_comparison(checkpoint, dataset, config, methods=methods, out=args.out, curvature=pool)
+    finally:
+        if pool is not None:
+            print(
+                f"curvature pool: {pool.stats.steps} steps, {pool.stats.samples} samples, "
+                f"{pool.stats.wall_s:.1f}s wall, {pool.stats.restarts} restarts"
+            )
+            pool.shutdown()
     return 0
 
 

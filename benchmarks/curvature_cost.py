@@ -1,0 +1,100 @@
+"""Time of one curvature mini-batch per estimator, relative to one training step (same batch).
+
+    python benchmarks/curvature_cost.py                     # writes benchmarks/results/curvature_cost.json
+    python benchmarks/curvature_cost.py --width 1 --image-size 128 --classes 8 --batch 16
+
+Everything is measured side by side in one process (ratios, not absolute seconds, are what
+carries over between machines). A training step is forward + backward + Adam update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fairprune_core.hessian import CurvatureConfig, CurvatureEngine
+from fairprune_core.model import ModelConfig, build_model
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(width: float, image_size: int, classes: int, batch: int, repeats: int) -> dict:
+    model = build_model(ModelConfig(num_classes=classes, image_size=image_size, width=width), seed=0)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, classes, (batch,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train_step() -> None:
+        model.train()
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    row = {
+        "width": width,
+        "image_size": image_size,
+        "classes": classes,
+        "batch": batch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_step_s": _time(train_step, repeats),
+    }
+    for est in ("exact", "mc", "fisher"):
+        engine = CurvatureEngine(model, CurvatureConfig(estimator=est))  # type: ignore[arg-type]
+        row[f"{est}_s"] = _time(lambda e=engine: e.batch_sums(x, y, seed=0), repeats)
+        row[f"{est}_vs_train_step"] = row[f"{est}_s"] / row["train_step_s"]
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--width", type=float, default=0.25, help="VGG-11 width multiplier")
+    p.add_argument("--image-size", type=int, default=64, help="input side in pixels")
+    p.add_argument("--classes", type=int, nargs="+", default=[8, 114], help="class counts (ISIC: 8, Fitzpatrick: 114)")
+    p.add_argument("--batch", type=int, default=32, help="mini-batch size")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "curvature_cost.json")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for k in args.classes:
+        row = measure(args.width, args.image_size, k, args.batch, args.repeats)
+        rows.append(row)
+        print(
+            f"{k:4d} classes: train step {row['train_step_s'] * 1e3:.0f} ms; per curvature mini-batch: "
+            + ", ".join(f"{e} {row[f'{e}_vs_train_step']:.1f}x" for e in ("exact", "mc", "fisher"))
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "curvature cost per mini-batch relative to one training step",
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Curvature workers on a multi-node Ray cluster (ray.cluster_utils.Cluster on one machine)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+from ray.cluster_utils import Cluster
+
+from fairprune_core.distributed import CurvaturePool
+from fairprune_core.hessian import CurvatureConfig
+from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.pruning import GroupSampler, LocalCurvature
+
+
+@pytest.fixture(scope="module")
+def two_gpu_nodes():
+    """A head node and two worker nodes with one logical GPU each."""
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_gpu_workers_land_on_different_nodes_and_agree(two_gpu_nodes, synthetic, monkeypatch):
+    cluster, workers = two_gpu_nodes
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # how a user's driver reaches a cluster
+    train = synthetic.split("train")
+    config = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
+    model = build_model(config, seed=1)
+    src = GroupSampler(train.images, train.labels, batch_size=8, num_batches=5, seed=0)
+    expected = LocalCurvature(CurvatureConfig()).compute(model, [("all", src)], step=1)["all"].mean()
+
+    with CurvaturePool(config, CurvatureConfig(), num_workers=2) as pool:  # connects via RAY_ADDRESS
+        assert ray.get_runtime_context().gcs_address == cluster.address
+        nodes = {info["node_id"] for info in pool.worker_info}
+        assert nodes == {w.node_id for w in workers}  # one worker per GPU node, not on the head
+        got = pool.compute(model, [("all", src)], step=1)["all"].mean()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=2e-6, atol=1e-12)
