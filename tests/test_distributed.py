@@ -77,7 +77,8 @@ def test_fairprune_through_the_pool_matches_local(local_ray, problem):
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -115,7 +116,7 @@ def test_impossible_gpu_request_is_a_clear_error(local_ray, problem):
 def test_pool_inside_a_tune_trial_uses_its_placement_group(local_ray, problem, tmp_path):
     from ray import tune
 
-    config, model, s0, s1 = problem
+    config, model, s0, _ = problem
     expected = LocalCurvature(CurvatureConfig()).compute(model, [("a", s0)], step=0)["a"].mean()
     state = {k: v.numpy() for k, v in model.state_dict().items()}
 
