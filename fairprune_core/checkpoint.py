@@ -125,7 +125,7 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
         group_names=list(payload["group_names"]),
         dataset_name=payload["dataset_name"],
         manifest_fingerprint=payload["manifest_fingerprint"],
-        meta={k: v for k, v in payload.items() if k not in known},
+        meta={**{k: v for k, v in payload.items() if k not in known}, "path": str(path)},
     )
     if dataset is not None:
         ckpt.check_dataset(dataset)

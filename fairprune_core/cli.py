@@ -257,3 +257,141 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: ModelCon
         gpus_per_worker=args.gpus_per_worker,
         address=args.address,
     )
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    from .sweep import SAMPLERS
+
+    g = parser.add_argument_group("search")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of defaults for any flag below (keys are flag names, e.g. trials: 40)",
+    )
+    g.add_argument("--trials", type=int, default=30, help="total trials in the study, the paper's two included")
+    g.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="tpe",
+        help="Optuna sampler (default: tpe, chosen by the hypervolume benchmark in benchmarks/sampler_hypervolume.py)",
+    )
+    g.add_argument("--search-seed", type=int, default=0, help="sampler seed")
+    g.add_argument("--beta-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
+    g.add_argument(
+        "--step-range",
+        type=float,
+        nargs=2,
+        default=(0.01, 0.2),
+        metavar=("LOW", "HIGH"),
+        help="per-step prune fraction range",
+    )
+    g.add_argument(
+        "--final-range",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.8),
+        metavar=("LOW", "HIGH"),
+        help="final pruned fraction range (a step above the final ratio runs with step = final)",
+    )
+    g.add_argument(
+        "--no-paper-settings",
+        action="store_true",
+        help="do not evaluate the paper's settings (beta .33/step .05/final .35; .2/.1/.5) first",
+    )
+    g.add_argument(
+        "--f1-floor",
+        type=float,
+        default=0.9,
+        help="feasible trials keep val F1 >= this x the vanilla val F1 (default 0.9)",
+    )
+    g.add_argument(
+        "--no-abort-infeasible",
+        action="store_true",
+        help="prune to the final ratio even after val F1 fell below the floor",
+    )
+    g.add_argument("--obd-step", type=float, default=0.05, help="OBD baseline: per-step fraction")
+    g.add_argument("--obd-final", type=float, default=0.35, help="OBD baseline: final ratio")
+    g.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
+    r = parser.add_argument_group("Ray")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    r.add_argument("--concurrency", type=int, default=2, help="trials at a time")
+    r.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=0,
+        help="Ray curvature workers per trial, in the trial's placement group (0: in the trial)",
+    )
+    r.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per curvature worker")
+    r.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per curvature worker")
+    m = parser.add_argument_group("MLflow and storage")
+    m.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLflow's own, sqlite:///<cwd>/mlflow.db); on a cluster, "
+        "the head's server, e.g. http://<head-ip>:5000",
+    )
+    m.add_argument("--experiment", default=None, help="MLflow experiment (default: fairprune-<dataset>)")
+    m.add_argument("--name", default=None, help="sweep name (default: <dataset>-<date>-<time>)")
+    m.add_argument(
+        "--storage",
+        type=Path,
+        default=Path("fairprune_runs/sweeps"),
+        help="where sweeps keep their Optuna study and Tune results",
+    )
+    m.add_argument(
+        "--resume", action="store_true", help="continue the sweep --name (default: the latest one in --storage)"
+    )
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """Load ``--config FILE`` (JSON/YAML) as parser defaults, so explicit flags still win."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None:
+        return
+    if not known.config.is_file():
+        raise SystemExit(f"--config: file not found: {known.config}")
+    text = known.config.read_text()
+    if known.config.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = __import__("json").loads(text)
+    dests = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
+    if unknown:
+        raise SystemExit(f"--config {known.config}: unknown keys {unknown}; use flag names such as trials, sampler")
+    parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+
+
+def sweep_config_from_args(args: argparse.Namespace, dataset: DermDataset, name: str):
+    from .sweep import SearchSpace, SweepConfig
+
+    prune = prune_config_from_args(args, dataset)
+    return SweepConfig(
+        name=name,
+        storage=args.storage,
+        num_trials=args.trials,
+        sampler=args.sampler,
+        seed=args.search_seed,
+        space=SearchSpace(
+            beta=tuple(args.beta_range), step_ratio=tuple(args.step_range), final_ratio=tuple(args.final_range)
+        ),
+        paper_settings_first=not args.no_paper_settings,
+        prune=prune,
+        f1_floor=args.f1_floor,
+        abort_infeasible=not args.no_abort_infeasible,
+        obd_step=args.obd_step,
+        obd_final=args.obd_final,
+        concurrency=args.concurrency,
+        workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        n_boot=args.bootstrap,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        address=args.address,
+    )

@@ -345,6 +345,7 @@ def prune_iteratively(
     validation: SplitArrays | None = None,
     num_classes: int | None = None,
     stop_at: Mapping[str, float] | None = None,
+    stop_when: Callable[[dict[str, float]], str | None] | None = None,
     prune_biases: bool = False,
     initial_curvature: Mapping[str, DiagSums] | None = None,
     inplace: bool = False,
@@ -356,7 +357,8 @@ def prune_iteratively(
     ``initial_curvature`` maps a group tag ("unprivileged", "privileged", "all") to curvature
     sums of the UNPRUNED model at step 0, computed once and shared by many runs (a sweep).
     ``stop_at`` (e.g. ``{"eopp1": 0.05}``) stops after the first step whose validation metric
-    is at or below the target. ``on_step`` receives each step's history record.
+    is at or below the target. ``stop_when(record)`` may return a reason to stop after any
+    step (e.g. validation F1 fell below a floor). ``on_step`` receives each step's record.
     """
     if stop_at and validation is None:
         raise ValueError("stop_at needs a validation split to measure the fairness target on")
@@ -393,7 +395,7 @@ def prune_iteratively(
         return row
 
     record(0, {"seconds": 0.0})
-    stopped = False
+    stopped: str | None = None
     targets = schedule.targets(total)
     for step, target in enumerate(targets):
         t0 = time.perf_counter()
@@ -414,15 +416,19 @@ def prune_iteratively(
                 msg += f", val F1 {row['val_avg_f1']:.4f}, val Eopp1 {row['val_eopp1']:.4f}"
             log(msg + f" ({row['seconds']:.1f}s)")
         if stop_at and all(row.get(f"val_{k}", math.inf) <= v for k, v in stop_at.items()):
-            stopped = True
-            if log is not None:
-                log(f"fairness target {dict(stop_at)} reached on validation; stopping at {row['ratio']:.2%}")
+            stopped = f"fairness target {dict(stop_at)} reached on validation"
+        elif stop_when is not None:
+            stopped = stop_when(row)
+        if stopped:
+            if log is not None and step + 1 < len(targets):
+                log(f"{stopped}; stopping at {row['ratio']:.2%}")
             break
     masks = {
         name: torch.from_numpy(alive[offsets[j] : offsets[j + 1]].copy()).view(params[name].shape)
         for j, name in enumerate(names)
     }
-    return PruneResult(model, masks, history, {"stopped_early": stopped, "prunable": total})
+    early = bool(stopped) and len(history) - 1 < len(targets)
+    return PruneResult(model, masks, history, {"stopped_early": early, "stop_reason": stopped, "prunable": total})
 
 
 def _backend(
@@ -455,6 +461,7 @@ def fairprune(
     validation: SplitArrays | None = None,
     num_classes: int | None = None,
     stop_at: Mapping[str, float] | None = None,
+    stop_when: Callable[[dict[str, float]], str | None] | None = None,
     prune_biases: bool = False,
     initial_curvature: Mapping[str, DiagSums] | None = None,
     inplace: bool = False,
@@ -479,6 +486,7 @@ def fairprune(
         validation=validation,
         num_classes=num_classes,
         stop_at=stop_at,
+        stop_when=stop_when,
         prune_biases=prune_biases,
         initial_curvature=initial_curvature,
         inplace=inplace,

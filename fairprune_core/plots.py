@@ -1,0 +1,123 @@
+"""Pictures of a sweep: the Pareto front (PNG) and an interactive version (self-contained HTML)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["front_html", "front_png"]
+
+
+def front_png(trials: pd.DataFrame, vanilla: dict[str, float], obd: dict[str, float], floor: float, path: Path) -> Path:
+    """Validation F1 vs Eopp1 of every trial; the front joined by a line; baselines marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    feas, infeas = trials[trials["feasible"]], trials[~trials["feasible"]]
+    ax.scatter(infeas["val_eopp1"], infeas["val_avg_f1"], marker="x", c="#bbbbbb", label="infeasible trial")
+    ax.scatter(feas["val_eopp1"], feas["val_avg_f1"], c="#7aa6c2", s=22, label="feasible trial")
+    front = trials[trials["pareto_optimal"]].sort_values("val_eopp1")
+    ax.step(front["val_eopp1"], front["val_avg_f1"], where="post", c="#d1495b", lw=1.5)
+    ax.scatter(front["val_eopp1"], front["val_avg_f1"], c="#d1495b", s=40, zorder=3, label="Pareto-optimal")
+    for name, m, mk in (("vanilla", vanilla, "*"), ("OBD", obd, "D")):
+        ax.errorbar(
+            m["val_eopp1"],
+            m["val_avg_f1"],
+            xerr=[[m["val_eopp1"] - m["val_eopp1_ci_low"]], [m["val_eopp1_ci_high"] - m["val_eopp1"]]],
+            fmt=mk,
+            ms=11 if mk == "*" else 7,
+            c="black" if name == "vanilla" else "#2e7d32",
+            capsize=3,
+            label=f"{name} (95% CI of Eopp1)",
+            zorder=4,
+        )
+    ax.axhline(floor, ls="--", c="#999999", lw=1, label=f"F1 floor {floor:.3f}")
+    ax.set_xlabel("validation Eopp1 (lower is fairer)")
+    ax.set_ylabel("validation average F1 (higher is better)")
+    ax.set_title("FairPrune sweep: validation Pareto front")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _scale(v: float, lo: float, hi: float, a: float, b: float) -> float:
+    return a + (v - lo) / (hi - lo or 1.0) * (b - a)
+
+
+def front_html(
+    trials: pd.DataFrame, vanilla: dict[str, float], obd: dict[str, float], floor: float, path: Path
+) -> Path:
+    """A self-contained interactive scatter (inline SVG): hover a point for its settings and run."""
+    pts: list[dict[str, Any]] = [
+        {
+            "x": r["val_eopp1"],
+            "y": r["val_avg_f1"],
+            "kind": "front" if r["pareto_optimal"] else ("feasible" if r["feasible"] else "infeasible"),
+            "label": (
+                f"trial {r['trial']}: beta {r['beta']:.3f}, step {r['step_ratio']:.3f}, final "
+                f"{r['final_ratio']:.3f}; val F1 {r['val_avg_f1']:.4f}, val Eopp1 {r['val_eopp1']:.4f}; "
+                f"test F1 {r.get('test_avg_f1', float('nan')):.4f}, test Eopp1 "
+                f"{r.get('test_eopp1', float('nan')):.4f}; run {r['run_id']}"
+            ),
+        }
+        for _, r in trials.iterrows()
+    ]
+    for name, m in (("vanilla", vanilla), ("OBD", obd)):
+        pts.append(
+            {
+                "x": m["val_eopp1"],
+                "y": m["val_avg_f1"],
+                "kind": name,
+                "label": f"{name}: val F1 {m['val_avg_f1']:.4f}, val Eopp1 {m['val_eopp1']:.4f}",
+            }
+        )
+    xs, ys = [p["x"] for p in pts], [p["y"] for p in pts] + [floor]
+    x0, x1 = min(xs) - 0.01, max(xs) + 0.01
+    y0, y1 = min(ys) - 0.02, max(ys) + 0.02
+    w, h, pad = 720, 480, 60
+    style = {
+        "front": ("#d1495b", 6),
+        "feasible": ("#7aa6c2", 4),
+        "infeasible": ("#bbbbbb", 3),
+        "vanilla": ("#000000", 8),
+        "OBD": ("#2e7d32", 7),
+    }
+    shapes = []
+    for p in pts:
+        cx = _scale(p["x"], x0, x1, pad, w - 20)
+        cy = _scale(p["y"], y0, y1, h - pad, 20)
+        colour, r = style[p["kind"]]
+        shapes.append(
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r}" fill="{colour}" class="{p["kind"]}">'
+            f"<title>{html.escape(p['label'])}</title></circle>"
+        )
+    fy = _scale(floor, y0, y1, h - pad, 20)
+    svg = (
+        f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif">'
+        f'<rect x="{pad}" y="20" width="{w - pad - 20}" height="{h - pad - 20}" fill="none" stroke="#ccc"/>'
+        f'<line x1="{pad}" x2="{w - 20}" y1="{fy:.1f}" y2="{fy:.1f}" stroke="#999" stroke-dasharray="4"/>'
+        f'<text x="{w - 22}" y="{fy - 4:.1f}" text-anchor="end" font-size="11" fill="#777">F1 floor {floor:.3f}</text>'
+        f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle" font-size="13">validation Eopp1 '
+        f"({x0:.3f} .. {x1:.3f}, lower is fairer)</text>"
+        f'<text x="15" y="{h / 2}" font-size="13" transform="rotate(-90 15 {h / 2})" text-anchor="middle">'
+        f"validation average F1 ({y0:.3f} .. {y1:.3f})</text>" + "".join(shapes) + "</svg>"
+    )
+    legend = " ".join(f'<span style="color:{c}">&#9679; {k}</span>' for k, (c, _) in style.items())
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>FairPrune Pareto front</title></head>"
+        f"<body><h2>FairPrune sweep: validation Pareto front</h2><p>{legend}</p><p>Hover a point for its "
+        f"settings and MLflow run id.</p>{svg}</body></html>"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
