@@ -92,6 +92,8 @@ def _cmd(uri: str, storage: Path, cache: Path, *extra: str) -> list[str]:
         str(storage),
         "--name",
         "e2e",
+        "--f1-floor",  # the tiny smoke-test model is noisy: a low floor keeps feasible trials to check
+        "0.5",
         "--cache-dir",
         str(cache),
         "--concurrency",

@@ -10,6 +10,10 @@ demo exercises the real code path. What it draws:
 * a group imbalance (``dark_fraction`` of images are dark) and a difficulty gap: the darker the
   skin, the less lesion contrast (down to ``dark_contrast``), the more noise and shape jitter,
   so a vanilla model is measurably less accurate on the dark group (here the unprivileged one);
+* a group-specific shortcut: on ``shortcut_fraction`` of the light-skin images a small marker in
+  a corner has a class-specific colour (like the ink marks, rulers and stickers that correlate
+  with the diagnosis in real clinical photographs). The model leans on it for the light group
+  only, which is the kind of privileged-group-only parameter FairPrune prunes;
 * optional annotation noise (``label_noise``), as real labels have;
 * like real downloads, a few rows have skin type -1 and a few images are missing.
 """
@@ -58,6 +62,7 @@ class SyntheticConfig:
     dark_noise: float = 22.0  # pixel noise std on dark skin
     light_noise: float = 8.0
     label_noise: float = 0.05  # share of rows whose CSV label is another class (annotation noise)
+    shortcut_fraction: float = 0.6  # share of light-skin images with a class-coloured corner marker
     unknown_skin_fraction: float = 0.02  # rows with fitzpatrick_scale -1
     missing_image_fraction: float = 0.01  # rows whose image is "not downloaded"
     seed: int = 0
@@ -74,6 +79,8 @@ class SyntheticConfig:
             raise ValueError(f"dark_fraction must be in (0, 1), got {self.dark_fraction}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if not 0 <= self.shortcut_fraction <= 1:
+            raise ValueError(f"shortcut_fraction must be in [0, 1], got {self.shortcut_fraction}")
         for f in ("unknown_skin_fraction", "missing_image_fraction", "label_noise"):
             if not 0 <= getattr(self, f) < 0.5:
                 raise ValueError(f"{f} must be in [0, 0.5), got {getattr(self, f)}")
@@ -116,6 +123,8 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
         md5 = hashlib.md5(f"fairprune-synthetic:{config.seed}:{i}".encode()).hexdigest()
         scale = int(rng.integers(4, 7)) if dark[i] else int(rng.integers(1, 4))
         img = _draw(rng, cls, scale, config, xx, yy)
+        if not dark[i] and rng.random() < config.shortcut_fraction:
+            _mark(img, labels[i], rng)
         shown = _CLASSES[written[i]]  # the label a (noisy) annotator wrote down
         if not missing[i]:
             folder = root / "images" / shown[0].replace(" ", "_")
@@ -141,6 +150,18 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
     final_root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(root, final_root)
     return final_root
+
+
+_MARKER_COLOURS = ((0, 160, 255), (255, 220, 0), (0, 200, 80), (255, 255, 255), (255, 0, 200), (20, 20, 255))
+
+
+def _mark(img: np.ndarray, label: int, rng: np.random.Generator) -> None:
+    """A class-coloured square marker in a random corner (in place)."""
+    size = img.shape[0]
+    m = max(3, size // 10)
+    y = 1 if rng.random() < 0.5 else size - m - 1
+    x = 1 if rng.random() < 0.5 else size - m - 1
+    img[y : y + m, x : x + m] = _MARKER_COLOURS[label]
 
 
 def _draw(
