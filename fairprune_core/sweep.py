@@ -226,6 +226,8 @@ def fairprune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             parent_run_id=ctx.parent_run_id,
             tags=tags,
         ) as active:
+            if ctx.workers:  # where this trial's curvature workers run (one per bundle of its placement group)
+                mlflow.set_tag("curvature_nodes", ",".join(sorted(i["node_id"] for i in backend.worker_info)))
             mlflow.log_params(
                 {
                     "beta": beta,

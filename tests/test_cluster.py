@@ -1,0 +1,166 @@
+"""Cluster configs (offline validation) and a sweep on a multi-node Ray cluster with an MLflow server."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
+
+from .conftest import REPO
+from .test_sweep_e2e import mlflow_server  # noqa: F401  (a module-scoped fixture)
+
+CONFIGS = sorted((REPO / "cluster").glob("*.yaml"))
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_there_are_an_aws_and_an_on_premises_config():
+    providers = {_load(p)["provider"]["type"] for p in CONFIGS}
+    assert {"aws", "local"} <= providers
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_configs_pass_rays_own_validation(path):
+    validate_config(prepare_config(_load(path)))
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda c: c.update(max_worker=c.pop("max_workers", 2)),  # a misspelt key
+        lambda c: c.update(head_node_type="no_such_type"),  # head type is not a node type
+        lambda c: c["available_node_types"]["gpu_worker"].update(min_workers=20),  # > global max_workers
+    ],
+    ids=["misspelt-key", "unknown-head-type", "min-workers-above-global-max"],
+)
+def test_a_broken_copy_fails_validation(breakage):
+    config = copy.deepcopy(_load(REPO / "cluster" / "ray_cluster.yaml"))
+    breakage(config)
+    with pytest.raises(Exception):  # noqa: B017 (jsonschema or ValueError, both are refusals)
+        validate_config(prepare_config(config))
+
+
+def test_top_level_config_is_the_same_file():
+    assert os.path.samefile(REPO / "ray_cluster.yaml", REPO / "cluster" / "ray_cluster.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_files_named_by_mounts_and_commands_exist(path):
+    config = _load(path)
+    for local in config.get("file_mounts", {}).values():
+        assert (REPO / local).exists(), f"file_mounts source {local} is not in the repository"
+    commands = " ".join(
+        str(c)
+        for key in (
+            "setup_commands",
+            "head_setup_commands",
+            "worker_setup_commands",
+            "head_start_ray_commands",
+            "worker_start_ray_commands",
+        )
+        for c in config.get(key, []) or []
+    )
+    mounted = {remote.rstrip("/"): local for remote, local in config.get("file_mounts", {}).items()}
+    named = re.findall(r"(~/fairprune/[\w./-]+)", commands)
+    assert named, "the commands should install or run something from the synced project"
+    for ref in named:
+        remote_root = next(r for r in mounted if ref.startswith(r))
+        rel = ref[len(remote_root) :].lstrip("/")
+        assert (REPO / mounted[remote_root] / rel).exists(), f"{ref} is not in the repository"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_nothing_listens_on_a_public_address(path):
+    config = _load(path)
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "0.0.0.0" not in path.read_text()
+    script = (REPO / "cluster" / "start_mlflow.sh").read_text()
+    assert '--host "$ip"' in script and "hostname -I" in script and "0.0.0.0" not in script
+
+
+def test_idle_gpu_workers_scale_down():
+    config = _load(REPO / "cluster" / "ray_cluster.yaml")
+    gpu = config["available_node_types"]["gpu_worker"]
+    assert gpu["min_workers"] == 0 and config["idle_timeout_minutes"] <= 10
+
+
+# -- the sweep on a multi-node cluster ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """A head and two nodes with one logical GPU each (trials on the head, workers on the nodes)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_sweep_runs_on_a_multi_node_cluster(gpu_cluster, mlflow_server, tmp_path, cache_dir):  # noqa: F811
+    cluster, nodes = gpu_cluster
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    base = [
+        sys.executable,
+        str(REPO / "sweeps" / "pareto.py"),
+        "--smoke-test",
+        "--trials",
+        "2",
+        "--concurrency",
+        "1",
+        "--cache-dir",
+        str(cache_dir),
+        "--storage",
+        str(tmp_path / "sweeps"),
+        "--name",
+        "cluster",
+        "--experiment",
+        "cluster",
+        "--f1-floor",
+        "0.5",
+        "--address",
+        cluster.address,
+        "--workers-per-trial",
+        "2",
+        "--gpus-per-worker",
+        "1",
+    ]
+
+    # a local store is refused: the other nodes could not see it
+    refused = subprocess.run(
+        [*base, "--tracking-uri", f"sqlite:///{tmp_path}/local.db"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert refused.returncode != 0
+    assert "multi-node Ray cluster" in refused.stderr and "--tracking-uri http://" in refused.stderr
+
+    proc = subprocess.run(
+        [*base, "--tracking-uri", mlflow_server], capture_output=True, text=True, timeout=400, cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("cluster")
+    trials = client.search_runs([exp.experiment_id], "tags.method = 'fairprune' and attributes.status = 'FINISHED'")
+    assert len(trials) == 2
+    for run in trials:
+        # each trial's two curvature workers ran on the two GPU nodes, one each
+        assert set(run.data.tags["curvature_nodes"].split(",")) == {n.node_id for n in nodes}
