@@ -89,7 +89,7 @@ class SweepConfig:
     name: str
     storage: Path = Path("fairprune_runs/sweeps")
     num_trials: int = 30  # total trials in the study, the paper's two settings included
-    sampler: Sampler = "tpe"
+    sampler: Sampler = "gp"  # chosen by benchmarks/sampler_hypervolume.py (hypervolume after 30 trials)
     seed: int = 0
     space: SearchSpace = field(default_factory=SearchSpace)
     paper_settings_first: bool = True
@@ -166,7 +166,7 @@ class TrialContext:
     cpus_per_trial: float
     cpus_per_worker: float
     gpus_per_worker: float
-    final_ratio_cap: float = 1.0
+    stop_eopp1: float | None = None  # the paper's "until the target fairness metric is achieved"
 
 
 def _evaluate_full(model: torch.nn.Module, data: SplitArrays, num_classes: int, n_boot: int, prefix: str) -> dict:
@@ -185,6 +185,86 @@ def _model_bytes(model_info: Any) -> int:
         return -1
 
 
+def prune_setting(
+    ctx: TrialContext,
+    beta: float,
+    step_ratio: float,
+    final_ratio: float,
+    *,
+    backend: Any = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> Any:
+    """What every trial computes: FairPrune from the shared context (step-0 curvature included),
+    stopped early once validation F1 falls below the floor (the trial is infeasible then)."""
+
+    def below_floor(row: dict[str, float]) -> str | None:
+        if ctx.abort_infeasible and row.get("val_avg_f1", 1.0) < ctx.f1_floor:
+            return f"val F1 {row['val_avg_f1']:.4f} fell below the floor {ctx.f1_floor:.4f} (infeasible)"
+        return None
+
+    model = build_model(ModelConfig(**ctx.model_config))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in ctx.state.items()})
+    model.eval()
+    return fairprune(
+        model,
+        ctx.unprivileged,
+        ctx.privileged_data,
+        beta=beta,
+        step_ratio=min(step_ratio, final_ratio),
+        final_ratio=final_ratio,
+        curvature=backend or LocalCurvature(ctx.curvature),
+        validation=ctx.val,
+        num_classes=ctx.num_classes,
+        initial_curvature=ctx.initial,
+        stop_at={"eopp1": ctx.stop_eopp1} if ctx.stop_eopp1 is not None else None,
+        stop_when=below_floor,
+        on_step=on_step,
+    )
+
+
+def make_trial_context(
+    cfg: SweepConfig,
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    *,
+    privileged: int,
+    initial: dict[str, DiagSums],
+    f1_floor: float,
+    vanilla_val_pred: np.ndarray,
+    tracking_uri: str = "",
+    experiment_id: str = "",
+    parent_run_id: str = "",
+    sweep_id: str = "",
+) -> TrialContext:
+    data = curvature_data(dataset, cfg.prune, privileged)
+    return TrialContext(
+        model_config=checkpoint.model_config.to_dict(),
+        state={k: v.numpy() for k, v in checkpoint.model.state_dict().items()},
+        num_classes=dataset.num_classes,
+        group_names=dataset.group_names,
+        privileged=privileged,
+        unprivileged=data.unprivileged,
+        privileged_data=data.privileged,
+        val=dataset.split("val"),
+        test=dataset.split("test"),
+        vanilla_val_pred=vanilla_val_pred,
+        initial=initial,
+        curvature=cfg.prune.curvature_config(),
+        f1_floor=f1_floor,
+        abort_infeasible=cfg.abort_infeasible,
+        n_boot=cfg.n_boot,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        sweep_id=sweep_id,
+        workers=cfg.workers_per_trial,
+        cpus_per_trial=cfg.cpus_per_trial,
+        cpus_per_worker=cfg.cpus_per_worker,
+        gpus_per_worker=cfg.gpus_per_worker,
+        stop_eopp1=cfg.prune.stop_eopp1,
+    )
+
+
 def fairprune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """One Tune trial: FairPrune with the suggested settings, logged as an MLflow child run."""
     import mlflow
@@ -196,9 +276,6 @@ def fairprune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     suggested_step = float(config["step_ratio"])
     step = min(suggested_step, final)
     number = int(config.get("trial_number", -1))
-    model = build_model(ModelConfig(**ctx.model_config))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in ctx.state.items()})
-    model.eval()
     if ctx.workers:
         from .distributed import CurvaturePool
 
@@ -211,11 +288,6 @@ def fairprune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         )
     else:
         backend = LocalCurvature(ctx.curvature)
-
-    def below_floor(row: dict[str, float]) -> str | None:
-        if ctx.abort_infeasible and row.get("val_avg_f1", 1.0) < ctx.f1_floor:
-            return f"val F1 {row['val_avg_f1']:.4f} fell below the floor {ctx.f1_floor:.4f} (infeasible)"
-        return None
 
     tags = {"sweep_id": ctx.sweep_id, "method": "fairprune", "optuna_trial": str(number), "role": "trial"}
     try:
@@ -255,20 +327,7 @@ def fairprune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                 )
 
             t0 = time.perf_counter()
-            result = fairprune(
-                model,
-                ctx.unprivileged,
-                ctx.privileged_data,
-                beta=beta,
-                step_ratio=step,
-                final_ratio=final,
-                curvature=backend,
-                validation=ctx.val,
-                num_classes=ctx.num_classes,
-                initial_curvature=ctx.initial,
-                stop_when=below_floor,
-                on_step=on_step,
-            )
+            result = prune_setting(ctx, beta, step, final, backend=backend, on_step=on_step)
             seconds = time.perf_counter() - t0
             val = _evaluate_full(result.model, ctx.val, ctx.num_classes, ctx.n_boot, "val_")
             test = _evaluate_full(result.model, ctx.test, ctx.num_classes, ctx.n_boot, "test_")
@@ -514,7 +573,7 @@ def run_sweep(
 
     privileged = state["privileged"] if resume else resolve_privileged(checkpoint, dataset, cfg.prune, log)
     data = curvature_data(dataset, cfg.prune, privileged)
-    val, test = dataset.split("val"), dataset.split("test")
+    val = dataset.split("val")
     vanilla_val = evaluate(checkpoint.model, val, num_classes=dataset.num_classes)
     floor = cfg.f1_floor * vanilla_val["avg"]["f1"]
 
@@ -594,30 +653,18 @@ def run_sweep(
         remaining = cfg.num_trials - already
         interrupted = False
         if remaining > 0:
-            trial_ctx = TrialContext(
-                model_config=checkpoint.model_config.to_dict(),
-                state={k: v.numpy() for k, v in checkpoint.model.state_dict().items()},
-                num_classes=dataset.num_classes,
-                group_names=dataset.group_names,
+            trial_ctx = make_trial_context(
+                cfg,
+                dataset,
+                checkpoint,
                 privileged=privileged,
-                unprivileged=data.unprivileged,
-                privileged_data=data.privileged,
-                val=val,
-                test=test,
-                vanilla_val_pred=vanilla_val["predictions"],
                 initial=initial,
-                curvature=cfg.prune.curvature_config(),
                 f1_floor=floor,
-                abort_infeasible=cfg.abort_infeasible,
-                n_boot=cfg.n_boot,
+                vanilla_val_pred=vanilla_val["predictions"],
                 tracking_uri=uri,
                 experiment_id=exp_id,
                 parent_run_id=parent.info.run_id,
                 sweep_id=sweep_id,
-                workers=cfg.workers_per_trial,
-                cpus_per_trial=cfg.cpus_per_trial,
-                cpus_per_worker=cfg.cpus_per_worker,
-                gpus_per_worker=cfg.gpus_per_worker,
             )
             if cfg.workers_per_trial:
                 resources: Any = tune.PlacementGroupFactory(
