@@ -91,8 +91,32 @@ def _max_possible_resources() -> dict[str, float]:
     return {k: max(now.get(k, 0), ceiling.get(k, 0)) for k in set(now) | set(ceiling)}
 
 
+def _launcher_autoscaler() -> bool:
+    """True when a cluster-launcher autoscaler (v1) manages node types that could add resources.
+
+    Its status names node types after the cluster YAML; a local ``ray.init()`` or nodes started
+    by hand report ``node_<id>`` types, which no autoscaler will add to.
+    """
+    import json
+
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get("__autoscaling_status")
+        report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
+        types = set((report.get("node_type_mapping") or {}).values())
+    except Exception:
+        return False
+    return any(not t.startswith("node_") for t in types)
+
+
 def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Raise :class:`PoolResourcesError` when no node could ever host one worker or all of them."""
+    """Raise :class:`PoolResourcesError` when no node could ever host one worker or all of them.
+
+    On an autoscaling cluster whose ceiling is not published (the cluster launcher's v1
+    autoscaler), a shortfall is not an error: the autoscaler may add nodes, and the pool's
+    startup timeout bounds the wait.
+    """
     import ray
 
     if ray.util.get_current_placement_group() is not None:
@@ -102,6 +126,13 @@ def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: f
         need = per * num_workers
         have = possible.get(key, 0)
         if per and have < need:
+            if _launcher_autoscaler():
+                print(
+                    f"the cluster has {have:g} {key} now; waiting for its autoscaler to add {need:g} {key} "
+                    f"for the curvature workers",
+                    file=sys.stderr,
+                )
+                return
             hint = (
                 "use CPU workers (--gpus-per-worker 0) or connect to a GPU cluster (--address / RAY_ADDRESS)"
                 if key == "GPU"

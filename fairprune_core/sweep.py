@@ -563,7 +563,12 @@ def run_sweep(
 
     ensure_ray(cfg.address)
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
+    # a resumed sweep keeps logging where it started, wherever it is resumed from
+    uri = (
+        state.get("tracking_uri")
+        if resume and not cfg.tracking_uri
+        else tracking.resolve_tracking_uri(cfg.tracking_uri)
+    )
     tracking.check_tracking_uri(uri, multi_node=len(alive) > 1)
     if cfg.workers_per_trial:
         check_resources(cfg.workers_per_trial, cfg.cpus_per_worker, cfg.gpus_per_worker)
