@@ -33,26 +33,16 @@ def _setup(cache_dir: str | None) -> None:
     import torch
 
     from fairprune_core.checkpoint import load_checkpoint
-    from fairprune_core.cli import PRESETS
+    from fairprune_core.cli import PRESETS, preset_configs
     from fairprune_core.datasets import load_dataset
     from fairprune_core.evaluation import evaluate
-    from fairprune_core.model import ModelConfig
     from fairprune_core.pipeline import curvature_data, ensure_pretrained
     from fairprune_core.pruning import LocalCurvature, detect_privileged
     from fairprune_core.sweep import SweepConfig, make_trial_context
-    from fairprune_core.training import TrainConfig
 
     torch.set_num_threads(1)
     ds = load_dataset("synthetic", cache_dir=cache_dir)
-    d = PRESETS["demo"]
-    mc = ModelConfig(num_classes=ds.num_classes, image_size=ds.image_size, width=d["width"])
-    tc = TrainConfig(
-        epochs=d["epochs"],
-        batch_size=d["batch_size"],
-        lr=d["lr"],
-        lr_milestones=d["lr_milestones"],
-        augment=d["augment"],
-    )
+    mc, tc = preset_configs(PRESETS["demo"], ds)
     ckpt = load_checkpoint(ensure_pretrained(ds, mc, tc, log=lambda s: None), dataset=ds)
     cfg = SweepConfig(name="benchmark")
     val = ds.split("val")

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import Checkpoint, load_checkpoint
 from .datasets import DATASETS, DermDataset, load_dataset
 from .model import ModelConfig
-from .pipeline import PruneConfig
+from .pipeline import PruneConfig, ensure_pretrained
 from .training import TrainConfig
 
 __all__ = [
@@ -145,20 +146,36 @@ def dataset_from_args(args: argparse.Namespace) -> DermDataset:
     return load_dataset(args.dataset, args.data_root, **options)
 
 
+def preset_configs(
+    values: dict[str, Any], dataset: DermDataset, *, seed: int = 0, device: str = "auto"
+) -> tuple[ModelConfig, TrainConfig]:
+    """Model and training configs from preset values (``PRESETS[name]``, possibly overridden)."""
+    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=values["width"])
+    train = TrainConfig(
+        epochs=values["epochs"],
+        batch_size=values["batch_size"],
+        lr=values["lr"],
+        lr_milestones=tuple(values["lr_milestones"]),
+        augment=values["augment"],
+        seed=seed,
+        device=device,
+    )
+    return model, train
+
+
 def model_and_train_config(args: argparse.Namespace, dataset: DermDataset) -> tuple[str, ModelConfig, TrainConfig]:
     r = _resolve(args)
-    v = r.values
-    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=v["width"])
-    train = TrainConfig(
-        epochs=v["epochs"],
-        batch_size=v["batch_size"],
-        lr=v["lr"],
-        lr_milestones=tuple(v["lr_milestones"]),
-        augment=v["augment"],
-        seed=args.seed,
-        device=args.device,
-    )
+    model, train = preset_configs(r.values, dataset, seed=args.seed, device=args.device)
     return r.preset, model, train
+
+
+def checkpoint_from_args(args: argparse.Namespace, dataset: DermDataset) -> Checkpoint:
+    """``--checkpoint``, else the model the pre-training flags describe (trained once, then reused)."""
+    path = args.checkpoint
+    if path is None:
+        _, model_config, train_config = model_and_train_config(args, dataset)
+        path = ensure_pretrained(dataset, model_config, train_config)
+    return load_checkpoint(path, dataset=dataset)
 
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,12 +29,11 @@ from fairprune_core.cli import (
     add_prune_arguments,
     add_sweep_arguments,
     apply_config_file,
+    checkpoint_from_args,
     dataset_from_args,
-    model_and_train_config,
     sweep_config_from_args,
 )
 from fairprune_core.datasets import load_dataset
-from fairprune_core.pipeline import ensure_pretrained
 from fairprune_core.sweep import SweepConfig, format_front, run_sweep
 
 SMOKE = dict(
@@ -93,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         dataset = dataset_from_args(args)
         print(dataset.describe())
-        if args.checkpoint is None:
-            _, model_config, train_config = model_and_train_config(args, dataset)
-            args.checkpoint = ensure_pretrained(dataset, model_config, train_config)
-        checkpoint = load_checkpoint(args.checkpoint, dataset=dataset)
+        checkpoint = checkpoint_from_args(args, dataset)
         name = args.name or f"{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = sweep_config_from_args(args, dataset, name)
 

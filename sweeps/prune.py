@@ -18,18 +18,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairprune_core.checkpoint import load_checkpoint
 from fairprune_core.cli import (
     add_data_arguments,
     add_pretrain_arguments,
     add_prune_arguments,
     add_worker_arguments,
+    checkpoint_from_args,
     curvature_backend_from_args,
     dataset_from_args,
-    model_and_train_config,
     prune_config_from_args,
 )
-from fairprune_core.pipeline import ensure_pretrained, run_comparison
+from fairprune_core.pipeline import run_comparison
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset = dataset_from_args(args)
     print(dataset.describe())
-    if args.checkpoint is None:
-        _, model_config, train_config = model_and_train_config(args, dataset)
-        args.checkpoint = ensure_pretrained(dataset, model_config, train_config)
-    checkpoint = load_checkpoint(args.checkpoint, dataset=dataset)
+    checkpoint = checkpoint_from_args(args, dataset)
     config = prune_config_from_args(args, dataset)
     methods = ("obd", "fairprune") if args.method == "both" else (args.method,)
     pool = curvature_backend_from_args(args, checkpoint.model_config, config)

@@ -221,21 +221,13 @@ def test_privileged_group_is_the_more_accurate_one(synthetic, tmp_path):
 @pytest.mark.slow
 def test_vanilla_demo_model_is_less_accurate_on_dark_skin(tmp_path, cache_dir):
     """The synthetic default does what it promises: a measurable gap between the groups."""
-    from fairprune_core.cli import PRESETS
+    from fairprune_core.cli import PRESETS, preset_configs
     from fairprune_core.datasets import load_dataset
     from fairprune_core.evaluation import evaluate
-    from fairprune_core.training import TrainConfig, pretrain
+    from fairprune_core.training import pretrain
 
     ds = load_dataset("synthetic", cache_dir=cache_dir)
-    demo = PRESETS["demo"]
-    mc = ModelConfig(num_classes=ds.num_classes, image_size=32, width=demo["width"])
-    tc = TrainConfig(
-        epochs=demo["epochs"],
-        batch_size=demo["batch_size"],
-        lr=demo["lr"],
-        lr_milestones=demo["lr_milestones"],
-        augment=demo["augment"],
-    )
+    mc, tc = preset_configs(PRESETS["demo"], ds)
     res = pretrain(ds, mc, tc, tmp_path / "pt", log=lambda s: None)
     m = evaluate(load_checkpoint(res.best_path).model, ds.split("test"), num_classes=ds.num_classes)
     light, dark = m["groups"][0]["accuracy"], m["groups"][1]["accuracy"]
