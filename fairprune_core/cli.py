@@ -412,3 +412,29 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: DermDataset, name:
         experiment=args.experiment,
         address=args.address,
     )
+
+
+def run_main(main: Any, argv: list[str] | None = None) -> int:
+    """Run an entry point; user errors (bad data, unreachable tracking server, impossible
+    resources, mismatched checkpoint, invalid settings) print one clear line instead of a traceback."""
+    import sys
+
+    from .checkpoint import CheckpointMismatch
+    from .datasets import DatasetError
+    from .distributed import PoolResourcesError
+    from .tracking import TrackingError
+
+    user_errors = (
+        DatasetError,
+        TrackingError,
+        PoolResourcesError,
+        CheckpointMismatch,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    )
+    try:
+        return int(main(argv) or 0)
+    except user_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -31,10 +31,12 @@ from fairprune_core.cli import (
     apply_config_file,
     checkpoint_from_args,
     dataset_from_args,
+    run_main,
     sweep_config_from_args,
 )
 from fairprune_core.datasets import load_dataset
 from fairprune_core.sweep import SweepConfig, format_front, run_sweep
+from fairprune_core.tracking import check_tracking_uri
 
 SMOKE = dict(
     width=0.0625,
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, key) in (None, parser.get_default(key)):
                 setattr(args, key, value)
 
+    if args.tracking_uri:  # fail in a second, not after pre-training (multi-node rules are checked later)
+        check_tracking_uri(args.tracking_uri, multi_node=False)
     if args.resume:
         name = args.name or _latest(args.storage)
         stored = json.loads((args.storage / name / "sweep.json").read_text())
@@ -124,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -13,7 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairprune_core.cli import add_data_arguments, add_pretrain_arguments, dataset_from_args, model_and_train_config
+from fairprune_core.cli import (
+    add_data_arguments,
+    add_pretrain_arguments,
+    dataset_from_args,
+    model_and_train_config,
+    run_main,
+)
 from fairprune_core.pipeline import run_pretrain
 
 
@@ -39,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

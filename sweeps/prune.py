@@ -27,6 +27,7 @@ from fairprune_core.cli import (
     curvature_backend_from_args,
     dataset_from_args,
     prune_config_from_args,
+    run_main,
 )
 from fairprune_core.pipeline import run_comparison
 
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
