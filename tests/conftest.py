@@ -40,3 +40,19 @@ def synthetic(cache_dir):
     from fairprune_core.datasets import load_dataset
 
     return load_dataset("synthetic", cache_dir=cache_dir, num_images=600, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """A multi-node Ray cluster on this machine: a head (2 CPUs) and two nodes with one logical GPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()

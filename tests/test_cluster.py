@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.autoscaler._private.util import prepare_config, validate_config
-from ray.cluster_utils import Cluster
 
 from .conftest import REPO
 from .test_sweep_e2e import mlflow_server  # noqa: F401  (a module-scoped fixture)
@@ -98,18 +96,6 @@ def test_idle_gpu_workers_scale_down():
 
 
 # -- the sweep on a multi-node cluster ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def gpu_cluster():
-    """A head and two nodes with one logical GPU each (trials on the head, workers on the nodes)."""
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, nodes
-    cluster.shutdown()
-
-
 @pytest.mark.slow
 def test_sweep_runs_on_a_multi_node_cluster(gpu_cluster, mlflow_server, tmp_path, cache_dir):  # noqa: F811
     cluster, nodes = gpu_cluster

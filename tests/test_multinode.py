@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import ray
 import torch
-from ray.cluster_utils import Cluster
 
 from fairprune_core.distributed import CurvaturePool
 from fairprune_core.hessian import CurvatureConfig
@@ -13,21 +11,8 @@ from fairprune_core.model import ModelConfig, build_model
 from fairprune_core.pruning import GroupSampler, LocalCurvature
 
 
-@pytest.fixture(scope="module")
-def two_gpu_nodes():
-    """A head node and two worker nodes with one logical GPU each."""
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, workers
-    ray.shutdown()
-    cluster.shutdown()
-
-
-def test_gpu_workers_land_on_different_nodes_and_agree(two_gpu_nodes, synthetic, monkeypatch):
-    cluster, workers = two_gpu_nodes
+def test_gpu_workers_land_on_different_nodes_and_agree(gpu_cluster, synthetic, monkeypatch):
+    cluster, workers = gpu_cluster
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # how a user's driver reaches a cluster
     train = synthetic.split("train")
     config = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
