@@ -54,7 +54,7 @@ def _setup(cache_dir: str | None) -> None:
     vanilla = evaluate(ckpt.model, val, num_classes=ds.num_classes)
     floor = cfg.f1_floor * vanilla["avg"]["f1"]
     ctx = make_trial_context(
-        cfg, ds, ckpt, privileged=priv, initial=initial, f1_floor=floor, vanilla_val_pred=vanilla["predictions"]
+        cfg, ds, ckpt, data=data, initial=initial, f1_floor=floor, vanilla_val_pred=vanilla["predictions"]
     )
     _STATE.update(ctx=ctx, floor=floor, cfg=cfg, vanilla=vanilla)
 

@@ -227,7 +227,7 @@ def make_trial_context(
     dataset: DermDataset,
     checkpoint: Checkpoint,
     *,
-    privileged: int,
+    data: CurvatureData,
     initial: dict[str, DiagSums],
     f1_floor: float,
     vanilla_val_pred: np.ndarray,
@@ -236,13 +236,12 @@ def make_trial_context(
     parent_run_id: str = "",
     sweep_id: str = "",
 ) -> TrialContext:
-    data = curvature_data(dataset, cfg.prune, privileged)
     return TrialContext(
         model_config=checkpoint.model_config.to_dict(),
         state={k: v.numpy() for k, v in checkpoint.model.state_dict().items()},
         num_classes=dataset.num_classes,
         group_names=dataset.group_names,
-        privileged=privileged,
+        privileged=data.privileged_group,
         unprivileged=data.unprivileged,
         privileged_data=data.privileged,
         val=dataset.split("val"),
@@ -662,7 +661,7 @@ def run_sweep(
                 cfg,
                 dataset,
                 checkpoint,
-                privileged=privileged,
+                data=data,
                 initial=initial,
                 f1_floor=floor,
                 vanilla_val_pred=vanilla_val["predictions"],
@@ -806,7 +805,7 @@ def _log_front(front: pd.DataFrame, trials: pd.DataFrame, state: dict, floor: fl
     )
 
 
-def format_front(outcome: SweepOutcome, group_names: list[str] | None = None) -> str:
+def format_front(outcome: SweepOutcome) -> str:
     """The Pareto table, with the baselines, as printed at the end of a sweep."""
     v, o = outcome.vanilla, outcome.obd
     lines = [

@@ -63,14 +63,6 @@ class SplitArrays:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, mask_or_index: np.ndarray) -> SplitArrays:
-        return SplitArrays(
-            self.images[mask_or_index],
-            self.labels[mask_or_index],
-            self.groups[mask_or_index],
-            self.image_ids[mask_or_index],
-        )
-
 
 @dataclass
 class DermDataset:
@@ -94,6 +86,7 @@ class DermDataset:
     drop_log: DropLog
     dropped_classes: list[str]
     _images: np.ndarray | None = field(default=None, repr=False)
+    _splits: dict[str, SplitArrays] = field(default_factory=dict, repr=False)
 
     # -- pixels and splits -------------------------------------------------------------------
     @property
@@ -108,9 +101,15 @@ class DermDataset:
         return len(self.class_names)
 
     def split(self, name: Split) -> SplitArrays:
-        """The rows of one split, with their pixels read from the cache into memory."""
+        """The rows of one split, with their pixels read from the cache into memory (once; later
+        calls return the same arrays, which callers must not modify)."""
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        if name not in self._splits:
+            self._splits[name] = self._read_split(name)
+        return self._splits[name]
+
+    def _read_split(self, name: str) -> SplitArrays:
         idx = np.flatnonzero(self.records["split"].to_numpy() == name)
         rows = self.records["cache_row"].to_numpy(np.int64)[idx]
         return SplitArrays(
