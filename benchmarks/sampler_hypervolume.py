@@ -5,7 +5,7 @@
 On the synthetic default (demo model, the sweep's curvature settings), every sampler runs the
 default trial budget (the paper's two settings first, as in the sweep) for several seeds; the
 paper's own method, a grid of 4 betas x 4 final ratios x 2 steps (32 trials), runs once. Each
-trial is exactly what a sweep trial computes (``fairprune_core.sweep.prune_setting``), without
+trial is exactly what a sweep trial computes (``fairprune_core.sweep.trial.run_trial``), without
 Tune and MLflow. Score: hypervolume of the feasible validation front (F1 up, Eopp1 down)
 against the fixed reference point (F1 floor, Eopp1 = 1). Writes sampler_hypervolume.json/.png.
 """
@@ -29,50 +29,40 @@ _STATE: dict = {}
 
 
 def _setup(cache_dir: str | None) -> None:
-    """Per process: data, the demo model, the shared context (as the sweep builds it)."""
+    """Per process: data, the demo model, the shared trial context (as the sweep builds it)."""
     import torch
 
     from fairprune_core.checkpoint import load_checkpoint
-    from fairprune_core.cli import PRESETS, preset_configs
+    from fairprune_core.cli import preset_configs
+    from fairprune_core.config import PRESETS, SweepConfig
     from fairprune_core.datasets import load_dataset
     from fairprune_core.evaluation import evaluate
-    from fairprune_core.pipeline import curvature_data, ensure_pretrained
-    from fairprune_core.pruning import LocalCurvature, detect_privileged
-    from fairprune_core.sweep import SweepConfig, make_trial_context
+    from fairprune_core.experiment import Experiment, build_problem
+    from fairprune_core.pretrained import ensure_pretrained
+    from fairprune_core.sweep.trial import TrialContext
 
     torch.set_num_threads(1)
     ds = load_dataset("synthetic", cache_dir=cache_dir)
     mc, tc = preset_configs(PRESETS["demo"], ds)
     ckpt = load_checkpoint(ensure_pretrained(ds, mc, tc, log=lambda s: None), dataset=ds)
     cfg = SweepConfig(name="benchmark")
-    val = ds.split("val")
-    priv, _ = detect_privileged(ckpt.model, val, num_classes=ds.num_classes)
-    data = curvature_data(ds, cfg.prune, priv)
-    initial = LocalCurvature(cfg.prune.curvature_config()).compute(
-        ckpt.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
+    problem = build_problem(ds, ckpt, cfg.prune, log=lambda s: None)
+    experiment = Experiment(problem, log=None)
+    data = problem.data
+    initial = experiment.curvature.compute(
+        experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
     )
-    vanilla = evaluate(ckpt.model, val, num_classes=ds.num_classes)
-    floor = cfg.f1_floor * vanilla["avg"]["f1"]
-    ctx = make_trial_context(
-        cfg, ds, ckpt, data=data, initial=initial, f1_floor=floor, vanilla_val_pred=vanilla["predictions"]
-    )
-    _STATE.update(ctx=ctx, floor=floor, cfg=cfg, vanilla=vanilla)
+    floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=ds.num_classes)["avg"]["f1"]
+    ctx = TrialContext(problem, initial, f1_floor=floor, abort_infeasible=cfg.abort_infeasible, n_boot=100)
+    _STATE.update(ctx=ctx, floor=floor, cfg=cfg)
 
 
 def _objective(beta: float, step: float, final: float) -> tuple[float, float, bool]:
-    from fairprune_core.evaluation import evaluate
+    """Exactly what a sweep trial computes (``run_trial``), without Tune and MLflow."""
+    from fairprune_core.sweep.trial import TrialSettings, run_trial
 
-    ctx = _STATE["ctx"]
-    res = prune_setting_cached(beta, step, final)
-    m = evaluate(res.model, ctx.val, num_classes=ctx.num_classes)
-    f1, e = m["avg"]["f1"], m["eopp1"]
-    return f1, e, bool(f1 >= _STATE["floor"] and not res.stopped_early)
-
-
-def prune_setting_cached(beta: float, step: float, final: float):
-    from fairprune_core.sweep import prune_setting
-
-    return prune_setting(_STATE["ctx"], beta, step, final)
+    rec = run_trial(TrialSettings(-1, beta, step, final), _STATE["ctx"])
+    return rec.val_avg_f1, rec.val_eopp1, rec.feasible
 
 
 def _hv_curve(points: list[tuple[float, float, bool]]) -> list[float]:
@@ -90,7 +80,8 @@ def _hv_curve(points: list[tuple[float, float, bool]]) -> list[float]:
 def run_sampler(args: tuple[str, int, int, str | None]) -> dict:
     import optuna
 
-    from fairprune_core.sweep import PAPER_SETTINGS, make_sampler
+    from fairprune_core.config import PAPER_SETTINGS
+    from fairprune_core.sweep.study import make_sampler, set_constraint
 
     kind, seed, budget, cache_dir = args
     if not _STATE:
@@ -110,9 +101,7 @@ def run_sampler(args: tuple[str, int, int, str | None]) -> dict:
         step = trial.suggest_float("step_ratio", *space.step_ratio)
         final = trial.suggest_float("final_ratio", *space.final_ratio)
         f1, e, ok = _objective(beta, step, final)
-        trial.set_constraint("f1_floor", _STATE["floor"] - f1) if hasattr(
-            trial, "set_constraint"
-        ) else trial.set_user_attr("constraint", [_STATE["floor"] - f1])
+        set_constraint(trial, _STATE["floor"] - f1)
         study.tell(trial, [f1, e])
         points.append((f1, e, ok))
     return {

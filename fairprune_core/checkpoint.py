@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from .datasets import DermDataset
+from .masks import apply_masks
 from .model import VGG, ModelConfig, build_model
 
-__all__ = ["Checkpoint", "CheckpointMismatch", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointMismatch", "load_checkpoint", "save_checkpoint", "save_pruned"]
 
 FORMAT_VERSION = 1
 
@@ -105,8 +106,6 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     if payload.get("masks") is not None:
-        from .pruning import apply_masks
-
         apply_masks(model, payload["masks"])  # pruned weights are exactly zero, whatever was stored
     model.eval()
     known = {
@@ -130,3 +129,15 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
     if dataset is not None:
         ckpt.check_dataset(dataset)
     return ckpt
+
+
+def save_pruned(
+    path: str | Path,
+    model: VGG,
+    masks: dict[str, torch.Tensor],
+    *,
+    dataset: DermDataset,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A checkpoint of a pruned model that also stores its masks (and whatever ``extra`` holds)."""
+    return save_checkpoint(path, model, dataset=dataset, extra={"masks": masks, **(extra or {})})

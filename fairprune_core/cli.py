@@ -1,47 +1,44 @@
-"""Command-line flags shared by the entry points in ``sweeps/`` (data, model, pre-training).
+"""Command-line flags of the entry points in ``sweeps/``, each defined once, mapped onto configs.
 
-Unset flags take a preset: on ``synthetic`` a small, fast demo model; on real data the paper's
-settings (full VGG-11 at 128 px, Adam 1e-4, batch 256, 200 epochs, lr x0.1 at 160).
+Unset flags take a preset (:data:`fairprune_core.config.PRESETS`): on ``synthetic`` a small,
+fast demo model; on real data the paper's settings (full VGG-11 at 128 px, Adam 1e-4, batch
+256, 200 epochs, lr x0.1 at 160). This module imports only the light config module at import
+time, so every entry point answers ``--help`` at once; building the objects the flags describe
+imports the heavy stack inside the functions that do it.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .datasets import DATASETS, DermDataset, load_dataset
-from .model import ModelConfig
-from .pipeline import PruneConfig, ensure_pretrained
-from .training import TrainConfig
+from .config import DATASET_NAMES, ESTIMATORS, PRESETS, SAMPLERS, Preset, PruneConfig, SearchSpace, SweepConfig
 
 __all__ = [
-    "PRESETS",
+    "add_checkpoint_argument",
     "add_data_arguments",
     "add_pretrain_arguments",
     "add_prune_arguments",
+    "add_ray_arguments",
+    "add_sweep_arguments",
+    "apply_config_file",
+    "apply_smoke",
+    "checkpoint_from_args",
     "dataset_from_args",
+    "explicit_dests",
     "model_and_train_config",
     "prune_config_from_args",
+    "run_main",
+    "sweep_config_from_args",
 ]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # a small VGG-11 that trains in well under a minute on a 2-core CPU
-    "demo": dict(image_size=32, width=0.125, epochs=30, batch_size=64, lr=1e-3, lr_milestones=(24,), augment="flips"),
-    # Sec. 4 of the paper
-    "paper": dict(
-        image_size=128, width=1.0, epochs=200, batch_size=256, lr=1e-4, lr_milestones=(160,), augment="paper"
-    ),
-}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        choices=DATASETS,
+        choices=DATASET_NAMES,
         default="synthetic",
         help="which dataset (default: synthetic, generated on first use)",
     )
@@ -113,27 +110,19 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    preset: str
-    values: dict[str, Any]
+def _preset(args: argparse.Namespace) -> tuple[str, Preset]:
+    """The preset the flags select, with every model/training flag the user gave applied."""
+    name = getattr(args, "preset", None) or ("demo" if args.dataset == "synthetic" else "paper")
+    return name, PRESETS[name].with_overrides(**vars(args))
 
 
-def _resolve(args: argparse.Namespace) -> _Resolved:
-    preset = getattr(args, "preset", None) or ("demo" if args.dataset == "synthetic" else "paper")
-    values = dict(PRESETS[preset])
-    for key in list(values):
-        given = getattr(args, key, None)
-        if given is not None:
-            values[key] = tuple(given) if key == "lr_milestones" else given
-    return _Resolved(preset, values)
-
-
-def dataset_from_args(args: argparse.Namespace) -> DermDataset:
+def dataset_from_args(args: argparse.Namespace) -> Any:
     """Load the dataset the flags describe (image size from the preset when unset)."""
+    from .datasets import load_dataset
+
     if args.dataset != "synthetic" and args.data_root is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data-root PATH (the folder holding its files)")
-    image_size = args.image_size or _resolve(args).values["image_size"]
+    image_size = _preset(args)[1].image_size
     options: dict[str, Any] = dict(
         image_size=image_size,
         seed=args.split_seed,
@@ -146,31 +135,44 @@ def dataset_from_args(args: argparse.Namespace) -> DermDataset:
     return load_dataset(args.dataset, args.data_root, **options)
 
 
-def preset_configs(
-    values: dict[str, Any], dataset: DermDataset, *, seed: int = 0, device: str = "auto"
-) -> tuple[ModelConfig, TrainConfig]:
-    """Model and training configs from preset values (``PRESETS[name]``, possibly overridden)."""
-    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=values["width"])
+def preset_configs(preset: Preset, dataset: Any, *, seed: int = 0, device: str = "auto") -> tuple[Any, Any]:
+    """Model and training configs from a preset (possibly overridden)."""
+    from .model import ModelConfig
+    from .training import TrainConfig
+
+    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=preset.width)
     train = TrainConfig(
-        epochs=values["epochs"],
-        batch_size=values["batch_size"],
-        lr=values["lr"],
-        lr_milestones=tuple(values["lr_milestones"]),
-        augment=values["augment"],
+        epochs=preset.epochs,
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        lr_milestones=preset.lr_milestones,
+        augment=preset.augment,
         seed=seed,
         device=device,
     )
     return model, train
 
 
-def model_and_train_config(args: argparse.Namespace, dataset: DermDataset) -> tuple[str, ModelConfig, TrainConfig]:
-    r = _resolve(args)
-    model, train = preset_configs(r.values, dataset, seed=args.seed, device=args.device)
-    return r.preset, model, train
+def model_and_train_config(args: argparse.Namespace, dataset: Any) -> tuple[str, Any, Any]:
+    name, preset = _preset(args)
+    model, train = preset_configs(preset, dataset, seed=args.seed, device=args.device)
+    return name, model, train
 
 
-def checkpoint_from_args(args: argparse.Namespace, dataset: DermDataset) -> Checkpoint:
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="pre-trained checkpoint (default: pre-train with the flags above, or reuse one)",
+    )
+
+
+def checkpoint_from_args(args: argparse.Namespace, dataset: Any) -> Any:
     """``--checkpoint``, else the model the pre-training flags describe (trained once, then reused)."""
+    from .checkpoint import load_checkpoint
+    from .pretrained import ensure_pretrained
+
     path = args.checkpoint
     if path is None:
         _, model_config, train_config = model_and_train_config(args, dataset)
@@ -179,17 +181,21 @@ def checkpoint_from_args(args: argparse.Namespace, dataset: DermDataset) -> Chec
 
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    d = PruneConfig()
     g = parser.add_argument_group("pruning")
-    g.add_argument("--beta", type=float, default=0.33, help="weight of the privileged group's saliency (Eq. 4)")
-    g.add_argument("--step-ratio", type=float, default=0.05, help="fraction of prunable weights pruned per step")
-    g.add_argument("--final-ratio", type=float, default=0.35, help="final pruned fraction (reached exactly)")
+    g.add_argument("--beta", type=float, default=d.beta, help="weight of the privileged group's saliency (Eq. 4)")
+    g.add_argument(
+        "--step-ratio", type=float, default=d.step_ratio, help="fraction of prunable weights pruned per step"
+    )
+    g.add_argument("--final-ratio", type=float, default=d.final_ratio, help="final pruned fraction (reached exactly)")
     g.add_argument(
         "--estimator",
-        choices=["exact", "mc", "fisher"],
+        choices=ESTIMATORS,
         default=None,
-        help="curvature estimator (default: exact; mc on Fitzpatrick17k's 114 classes)",
+        help="curvature estimator (default: exact; mc on Fitzpatrick17k's 114 classes; ggn: the exact "
+        "Gauss-Newton diagonal, for models with smooth activations)",
     )
-    g.add_argument("--mc-samples", type=int, default=1, help="sampled labels per input for --estimator mc")
+    g.add_argument("--mc-samples", type=int, default=d.mc_samples, help="sampled labels per input for --estimator mc")
     g.add_argument(
         "--curvature-batch-size",
         type=int,
@@ -214,53 +220,69 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         help="privileged group: auto (higher vanilla val accuracy), a group name, or 0/1",
     )
     g.add_argument("--stop-eopp1", type=float, default=None, help="stop once validation Eopp1 <= this")
-    g.add_argument("--prune-seed", type=int, default=0, help="seed of the curvature mini-batch sampling")
+    g.add_argument("--prune-seed", type=int, default=d.seed, help="seed of the curvature mini-batch sampling")
 
 
-def prune_config_from_args(args: argparse.Namespace, dataset: DermDataset) -> PruneConfig:
+def _privileged(value: str, group_names: list[str]) -> int | None:
+    if value == "auto":
+        return None
+    if value in group_names:
+        return group_names.index(value)
+    if value in ("0", "1"):
+        return int(value)
+    raise SystemExit(f"--privileged must be auto, 0, 1 or one of {group_names}; got {value!r}")
+
+
+def prune_config_from_args(args: argparse.Namespace, dataset: Any) -> PruneConfig:
     defaults = PruneConfig.curvature_defaults(dataset.name)
-    priv = args.privileged
-    if priv == "auto":
-        privileged = None
-    elif priv in dataset.group_names:
-        privileged = dataset.group_names.index(priv)
-    elif priv in ("0", "1"):
-        privileged = int(priv)
-    else:
-        raise SystemExit(f"--privileged must be auto, 0, 1 or one of {dataset.group_names}; got {priv!r}")
+
+    def given_or(value: Any, key: str) -> Any:
+        return value if value is not None else defaults.get(key, getattr(PruneConfig, key, None))
+
     return PruneConfig(
         beta=args.beta,
         step_ratio=args.step_ratio,
         final_ratio=args.final_ratio,
-        estimator=args.estimator or defaults.get("estimator", "exact"),
+        estimator=given_or(args.estimator, "estimator"),
         mc_samples=args.mc_samples,
-        batch_size=args.curvature_batch_size or defaults["batch_size"],
-        num_batches=args.curvature_batches or defaults["num_batches"],
+        batch_size=given_or(args.curvature_batch_size, "batch_size"),
+        num_batches=given_or(args.curvature_batches, "num_batches"),
         max_sub_batch=args.max_sub_batch,
         seed=args.prune_seed,
-        privileged=privileged,
+        privileged=_privileged(args.privileged, dataset.group_names),
         stop_eopp1=args.stop_eopp1,
     )
 
 
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("curvature workers (Ray)")
-    g.add_argument(
-        "--workers", type=int, default=0, help="Ray curvature workers per pruning run (0: compute in this process)"
+def add_ray_arguments(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
+    """Ray flags: the cluster, and the curvature workers (per pruning run, or per sweep trial)."""
+    r = parser.add_argument_group("Ray and curvature workers")
+    r.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray started here)"
     )
-    g.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (and torch threads) per worker")
-    g.add_argument(
+    if sweep:
+        c = SweepConfig(name="defaults")
+        r.add_argument("--concurrency", type=int, default=c.concurrency, help="trials at a time")
+        r.add_argument(
+            "--workers-per-trial",
+            type=int,
+            default=c.workers_per_trial,
+            help="Ray curvature workers per trial, in the trial's placement group (0: in the trial)",
+        )
+    else:
+        r.add_argument(
+            "--workers", type=int, default=0, help="Ray curvature workers per pruning run (0: compute in this process)"
+        )
+    r.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (and torch threads) per curvature worker")
+    r.add_argument(
         "--gpus-per-worker",
         type=float,
         default=None,
-        help="GPUs per worker (default: 1 when the cluster has GPUs, else 0)",
-    )
-    g.add_argument(
-        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray started here)"
+        help="GPUs per curvature worker (default: 1 when the Ray cluster has GPUs, else 0)",
     )
 
 
-def curvature_backend_from_args(args: argparse.Namespace, model_config: ModelConfig, config: PruneConfig):
+def curvature_backend_from_args(args: argparse.Namespace, model_config: Any, config: PruneConfig) -> Any:
     """A :class:`CurvaturePool` when ``--workers`` > 0, else None (single-process)."""
     if not args.workers:
         return None
@@ -277,29 +299,30 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: ModelCon
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sweep import SAMPLERS
-
+    c = SweepConfig(name="defaults")
     g = parser.add_argument_group("search")
     g.add_argument(
         "--config",
         type=Path,
         default=None,
-        help="JSON or YAML file of defaults for any flag below (keys are flag names, e.g. trials: 40)",
+        help="JSON or YAML file of defaults for any flag (keys are flag names, e.g. trials: 40)",
     )
-    g.add_argument("--trials", type=int, default=30, help="total trials in the study, the paper's two included")
+    g.add_argument(
+        "--trials", type=int, default=c.num_trials, help="total trials in the study, the paper's two included"
+    )
     g.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default="gp",
+        default=c.sampler,
         help="Optuna sampler (default: gp, the best hypervolume in benchmarks/sampler_hypervolume.py)",
     )
-    g.add_argument("--search-seed", type=int, default=0, help="sampler seed")
-    g.add_argument("--beta-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
+    g.add_argument("--search-seed", type=int, default=c.seed, help="sampler seed")
+    g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
     g.add_argument(
         "--step-range",
         type=float,
         nargs=2,
-        default=(0.01, 0.2),
+        default=c.space.step_ratio,
         metavar=("LOW", "HIGH"),
         help="per-step prune fraction range",
     )
@@ -307,7 +330,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--final-range",
         type=float,
         nargs=2,
-        default=(0.05, 0.8),
+        default=c.space.final_ratio,
         metavar=("LOW", "HIGH"),
         help="final pruned fraction range (a step above the final ratio runs with step = final)",
     )
@@ -317,30 +340,16 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not evaluate the paper's settings (beta .33/step .05/final .35; .2/.1/.5) first",
     )
     g.add_argument(
-        "--f1-floor",
-        type=float,
-        default=0.9,
-        help="feasible trials keep val F1 >= this x the vanilla val F1 (default 0.9)",
+        "--f1-floor", type=float, default=c.f1_floor, help="feasible trials keep val F1 >= this x the vanilla val F1"
     )
     g.add_argument(
         "--no-abort-infeasible",
         action="store_true",
         help="prune to the final ratio even after val F1 fell below the floor",
     )
-    g.add_argument("--obd-step", type=float, default=0.05, help="OBD baseline: per-step fraction")
-    g.add_argument("--obd-final", type=float, default=0.35, help="OBD baseline: final ratio")
-    g.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
-    r = parser.add_argument_group("Ray")
-    r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
-    r.add_argument("--concurrency", type=int, default=2, help="trials at a time")
-    r.add_argument(
-        "--workers-per-trial",
-        type=int,
-        default=0,
-        help="Ray curvature workers per trial, in the trial's placement group (0: in the trial)",
-    )
-    r.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per curvature worker")
-    r.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per curvature worker")
+    g.add_argument("--obd-step", type=float, default=c.obd_step, help="OBD baseline: per-step fraction")
+    g.add_argument("--obd-final", type=float, default=c.obd_final, help="OBD baseline: final ratio")
+    g.add_argument("--bootstrap", type=int, default=c.n_boot, help="bootstrap resamples for the intervals")
     m = parser.add_argument_group("MLflow and storage")
     m.add_argument(
         "--tracking-uri",
@@ -351,23 +360,19 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--experiment", default=None, help="MLflow experiment (default: fairprune-<dataset>)")
     m.add_argument("--name", default=None, help="sweep name (default: <dataset>-<date>-<time>)")
     m.add_argument(
-        "--storage",
-        type=Path,
-        default=Path("fairprune_runs/sweeps"),
-        help="where sweeps keep their Optuna study and Tune results",
+        "--storage", type=Path, default=c.storage, help="where sweeps keep their Optuna study and Tune results"
     )
     m.add_argument(
         "--resume", action="store_true", help="continue the sweep --name (default: the latest one in --storage)"
     )
 
 
-def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
-    """Load ``--config FILE`` (JSON/YAML) as parser defaults, so explicit flags still win."""
+def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path, default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config is None:
-        return
+        return {}
     if not known.config.is_file():
         raise SystemExit(f"--config: file not found: {known.config}")
     text = known.config.read_text()
@@ -376,18 +381,50 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
         values = yaml.safe_load(text) or {}
     else:
-        values = __import__("json").loads(text)
+        import json
+
+        values = json.loads(text)
     dests = {a.dest for a in parser._actions}
     unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
     if unknown:
         raise SystemExit(f"--config {known.config}: unknown keys {unknown}; use flag names such as trials, sampler")
-    parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+    return {k.replace("-", "_"): v for k, v in values.items()}
 
 
-def sweep_config_from_args(args: argparse.Namespace, dataset: DermDataset, name: str):
-    from .sweep import SearchSpace, SweepConfig
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Load ``--config FILE`` (JSON/YAML) as parser defaults, so explicit flags still win.
 
-    prune = prune_config_from_args(args, dataset)
+    Returns the destinations the file set (they count as given by the user)."""
+    values = _config_file_values(parser, argv)
+    parser.set_defaults(**values)
+    return set(values)
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations the command line sets explicitly, in any spelling (``--trials 40``,
+    ``--trials=40``), by parsing it again with every default suppressed."""
+    quiet = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
+    for action in parser._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = action.const
+            else:
+                kwargs["nargs"] = action.nargs
+            quiet.add_argument(*action.option_strings, **kwargs)
+    known, _ = quiet.parse_known_args(argv)
+    return set(vars(known))
+
+
+def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, values: dict[str, Any]) -> None:
+    """``--smoke-test``: these values for every flag the user left at its default."""
+    for key, value in values.items():
+        if getattr(args, key) in (None, parser.get_default(key)):
+            setattr(args, key, value)
+
+
+def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:
     return SweepConfig(
         name=name,
         storage=args.storage,
@@ -398,7 +435,7 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: DermDataset, name:
             beta=tuple(args.beta_range), step_ratio=tuple(args.step_range), final_ratio=tuple(args.final_range)
         ),
         paper_settings_first=not args.no_paper_settings,
-        prune=prune,
+        prune=prune_config_from_args(args, dataset),
         f1_floor=args.f1_floor,
         abort_infeasible=not args.no_abort_infeasible,
         obd_step=args.obd_step,
@@ -414,17 +451,13 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: DermDataset, name:
     )
 
 
-def run_main(main: Any, argv: list[str] | None = None) -> int:
-    """Run an entry point; user errors (bad data, unreachable tracking server, impossible
-    resources, mismatched checkpoint, invalid settings) print one clear line instead of a traceback."""
-    import sys
-
+def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointMismatch
     from .datasets import DatasetError
     from .distributed import PoolResourcesError
     from .tracking import TrackingError
 
-    user_errors = (
+    return (
         DatasetError,
         TrackingError,
         PoolResourcesError,
@@ -433,8 +466,19 @@ def run_main(main: Any, argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     )
+
+
+def run_main(main: Any, argv: list[str] | None = None) -> int:
+    """Run an entry point; user errors (bad data, unreachable tracking server, impossible
+    resources, mismatched checkpoint, invalid settings) print one clear line instead of a traceback.
+
+    The error types are imported only when something was raised, so ``--help`` stays instant."""
+    import sys
+
     try:
         return int(main(argv) or 0)
-    except user_errors as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

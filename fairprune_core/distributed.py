@@ -45,7 +45,9 @@ from .model import ModelConfig
 __all__ = [
     "CurvaturePool",
     "PoolResourcesError",
+    "auto_gpus_per_worker",
     "check_resources",
+    "cluster_node_count",
     "ensure_ray",
     "worker_bundles",
 ]
@@ -77,28 +79,38 @@ def worker_bundles(num_workers: int, *, cpus_per_worker: float = 1, gpus_per_wor
     return [dict(bundle) for _ in range(num_workers)]
 
 
-def _max_possible_resources() -> dict[str, float]:
-    """What the cluster has now, or could have with its autoscaler (whichever is larger)."""
+def auto_gpus_per_worker() -> float:
+    """1 GPU per curvature worker when the connected cluster has GPUs, else 0."""
     import ray
 
-    now = dict(ray.cluster_resources())
-    try:  # private API (Ray >= 2.10): the autoscaler's ceiling, None without an autoscaler
-        from ray._private.state import state
-
-        ceiling = state.get_max_resources_from_cluster_config() or {}
-    except Exception:
-        ceiling = {}
-    return {k: max(now.get(k, 0), ceiling.get(k, 0)) for k in set(now) | set(ceiling)}
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def _launcher_autoscaler() -> bool:
-    """True when a cluster-launcher autoscaler (v1) manages node types that could add resources.
+def cluster_node_count() -> int:
+    """Nodes of the connected Ray cluster that are alive."""
+    import ray
 
-    Its status names node types after the cluster YAML; a local ``ray.init()`` or nodes started
-    by hand report ``node_<id>`` types, which no autoscaler will add to.
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def _autoscaler_view() -> tuple[dict[str, float], bool]:
+    """The autoscaler's resource ceiling, and whether a cluster-launcher autoscaler (v1) manages
+    node types that could add resources.
+
+    Ray has no public API for either, so both private calls sit here (an upgrade touches this one
+    function): ``ray._private.state``'s ceiling (Ray >= 2.10; empty without an autoscaler), and the
+    autoscaler's status in the internal KV store, whose node types are named after the cluster YAML
+    (a local ``ray.init()`` or nodes started by hand report ``node_<id>`` types, which no autoscaler
+    adds to). Either failing reads as "no autoscaler".
     """
     import json
 
+    try:
+        from ray._private.state import state
+
+        ceiling = dict(state.get_max_resources_from_cluster_config() or {})
+    except Exception:
+        ceiling = {}
     try:
         from ray.experimental.internal_kv import _internal_kv_get
 
@@ -106,8 +118,16 @@ def _launcher_autoscaler() -> bool:
         report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
         types = set((report.get("node_type_mapping") or {}).values())
     except Exception:
-        return False
-    return any(not t.startswith("node_") for t in types)
+        types = set()
+    return ceiling, any(not t.startswith("node_") for t in types)
+
+
+def _max_possible_resources(ceiling: dict[str, float]) -> dict[str, float]:
+    """What the cluster has now, or could have with its autoscaler (whichever is larger)."""
+    import ray
+
+    now = dict(ray.cluster_resources())
+    return {k: max(now.get(k, 0), ceiling.get(k, 0)) for k in set(now) | set(ceiling)}
 
 
 def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
@@ -121,12 +141,13 @@ def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: f
 
     if ray.util.get_current_placement_group() is not None:
         return  # a Tune trial: its placement group already reserved the bundles
-    possible = _max_possible_resources()
+    ceiling, launcher = _autoscaler_view()
+    possible = _max_possible_resources(ceiling)
     for key, per in (("GPU", gpus_per_worker), ("CPU", cpus_per_worker)):
         need = per * num_workers
         have = possible.get(key, 0)
         if per and have < need:
-            if _launcher_autoscaler():
+            if launcher:
                 print(
                     f"the cluster has {have:g} {key} now; waiting for its autoscaler to add {need:g} {key} "
                     f"for the curvature workers",
@@ -251,7 +272,7 @@ class CurvaturePool:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         ensure_ray(address)
         if gpus_per_worker is None:
-            gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+            gpus_per_worker = auto_gpus_per_worker()
         check_resources(num_workers, cpus_per_worker, gpus_per_worker)
         self.config = config
         self.model_config = model_config
@@ -384,10 +405,13 @@ class CurvaturePool:
                 ray.kill(self.actors[i], no_restart=True)
                 self.actors[i] = self._new_actor()
                 self.stats.replacements += 1
+                self.worker_info[i] = ray.get(self.actors[i].info.remote())
+                self._pids[i] = self.worker_info[i]["pid"]
                 results[i] = ray.get(self.actors[i].compute.remote(weights, version, shards[i], sources))
         for i, res in enumerate(results):
             assert res is not None
-            if res["pid"] != self._pids[i]:
+            if res["pid"] != self._pids[i]:  # Ray restarted the actor (perhaps on another node)
                 self.stats.restarts += 1
+                self.worker_info[i] = ray.get(self.actors[i].info.remote())
                 self._pids[i] = res["pid"]
         return results  # type: ignore[return-value]

@@ -5,9 +5,14 @@ Public entry point: :func:`hessian_diagonal`. Three estimators behind one interf
 ``exact``
     BackPACK ``DiagGGNExact``: the exact diagonal of the generalized Gauss-Newton matrix. For a
     network of conv, linear, ReLU, max-pool, flatten and dropout layers in eval mode (VGG-11
-    without batch norm) the loss is piecewise linear in each weight before the softmax, so the
+    without batch norm) the network is piecewise linear in its input before the softmax, so the
     GGN diagonal IS the exact Hessian diagonal. Cost and memory grow linearly with the number
     of classes (one backward pass per class); large mini-batches are split into sub-batches.
+    A model with a smooth activation (Sigmoid, Tanh) is refused: there the GGN diagonal is not
+    the Hessian diagonal.
+``ggn``
+    The same computation under its own name, for any supported model: the exact GGN diagonal
+    (equal to ``exact`` on piecewise-linear networks, an approximation of the Hessian otherwise).
 ``mc``
     BackPACK ``DiagGGNMC``: an unbiased Monte Carlo estimate of the same diagonal from
     ``mc_samples`` sampled labels per input; cost independent of the number of classes (the
@@ -37,6 +42,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .config import ESTIMATORS
+
 __all__ = [
     "ESTIMATORS",
     "CurvatureConfig",
@@ -47,8 +54,7 @@ __all__ = [
     "hessian_diagonal",
 ]
 
-Estimator = Literal["exact", "mc", "fisher"]
-ESTIMATORS: tuple[str, ...] = ("exact", "mc", "fisher")
+Estimator = Literal["exact", "ggn", "mc", "fisher"]
 
 # Leaf modules whose curvature BackPACK propagates (for the second-order estimators in eval mode).
 _SUPPORTED = (
@@ -65,6 +71,8 @@ _SUPPORTED = (
     nn.AdaptiveAvgPool2d,
     nn.ZeroPad2d,
 )
+# Activations with curvature of their own: the GGN diagonal drops their second derivative.
+_SMOOTH = (nn.Sigmoid, nn.Tanh)
 
 
 class UnsupportedLayerError(TypeError):
@@ -155,6 +163,17 @@ def check_supported(model: nn.Module) -> None:
             )
 
 
+def check_exact_hessian(model: nn.Module) -> None:
+    """Raise unless the GGN diagonal of ``model`` is its exact Hessian diagonal (no smooth activation)."""
+    for name, module in model.named_modules():
+        if isinstance(module, _SMOOTH):
+            raise UnsupportedLayerError(
+                f"estimator 'exact' is the Hessian diagonal only for piecewise-linear networks, but layer "
+                f"{name!r} is {type(module).__name__}, whose curvature the GGN leaves out; use estimator 'ggn' "
+                f"(--estimator ggn: the exact Gauss-Newton diagonal) or 'mc' (its Monte Carlo estimate)"
+            )
+
+
 class CurvatureEngine:
     """A private BackPACK-extended replica of a model, for repeated curvature passes.
 
@@ -167,6 +186,8 @@ class CurvatureEngine:
         from backpack import extend  # heavy import, only when curvature is used
 
         check_supported(model)
+        if config.estimator == "exact":
+            check_exact_hessian(model)
         self.config = config
         self.device = torch.device(device)
         replica = copy.deepcopy(model).to(self.device).eval()
@@ -190,7 +211,7 @@ class CurvatureEngine:
     def sub_batch(self) -> int | None:
         if self.config.max_sub_batch is not None:
             return self.config.max_sub_batch
-        return max(1, 256 // self.num_classes) if self.config.estimator == "exact" else None
+        return max(1, 256 // self.num_classes) if self.config.estimator in ("exact", "ggn") else None
 
     def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
         """Curvature sums of one mini-batch (split into sub-batches as memory requires)."""
@@ -210,6 +231,7 @@ class CurvatureEngine:
         est = self.config.estimator
         ext, attr = {
             "exact": (DiagGGNExact, "diag_ggn_exact"),
+            "ggn": (DiagGGNExact, "diag_ggn_exact"),
             "mc": (DiagGGNMC, "diag_ggn_mc"),
             "fisher": (SumGradSquared, "sum_grad_squared"),
         }[est]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,18 @@ import pandas as pd
 
 __all__ = ["front_html", "front_png"]
 
+Baselines = Mapping[str, Mapping[str, float]]  # method name -> flat val/test metrics
+# marker, size and colour per baseline; others cycle through the fallback styles
+_BASELINE_STYLE = {"vanilla": ("*", 11, "#000000"), "obd": ("D", 7, "#2e7d32")}
+_FALLBACK_STYLE = [("s", 7, "#6a3d9a"), ("^", 8, "#ff7f00"), ("v", 8, "#b15928"), ("P", 8, "#1f78b4")]
+_LABELS = {"vanilla": "vanilla", "obd": "OBD"}
 
-def front_png(trials: pd.DataFrame, vanilla: dict[str, float], obd: dict[str, float], floor: float, path: Path) -> Path:
+
+def _style(name: str, i: int) -> tuple[str, int, str]:
+    return _BASELINE_STYLE.get(name) or _FALLBACK_STYLE[i % len(_FALLBACK_STYLE)]
+
+
+def front_png(trials: pd.DataFrame, baselines: Baselines, floor: float, path: Path) -> Path:
     """Validation F1 vs Eopp1 of every trial; the front joined by a line; baselines marked."""
     import matplotlib
 
@@ -25,16 +36,17 @@ def front_png(trials: pd.DataFrame, vanilla: dict[str, float], obd: dict[str, fl
     front = trials[trials["pareto_optimal"]].sort_values("val_eopp1")
     ax.step(front["val_eopp1"], front["val_avg_f1"], where="post", c="#d1495b", lw=1.5)
     ax.scatter(front["val_eopp1"], front["val_avg_f1"], c="#d1495b", s=40, zorder=3, label="Pareto-optimal")
-    for name, m, mk in (("vanilla", vanilla, "*"), ("OBD", obd, "D")):
+    for i, (name, m) in enumerate(baselines.items()):
+        marker, size, colour = _style(name, i)
         ax.errorbar(
             m["val_eopp1"],
             m["val_avg_f1"],
             xerr=[[m["val_eopp1"] - m["val_eopp1_ci_low"]], [m["val_eopp1_ci_high"] - m["val_eopp1"]]],
-            fmt=mk,
-            ms=11 if mk == "*" else 7,
-            c="black" if name == "vanilla" else "#2e7d32",
+            fmt=marker,
+            ms=size,
+            c=colour,
             capsize=3,
-            label=f"{name} (95% CI of Eopp1)",
+            label=f"{_LABELS.get(name, name)} (95% CI of Eopp1)",
             zorder=4,
         )
     ax.axhline(floor, ls="--", c="#999999", lw=1, label=f"F1 floor {floor:.3f}")
@@ -54,9 +66,7 @@ def _scale(v: float, lo: float, hi: float, a: float, b: float) -> float:
     return a + (v - lo) / (hi - lo or 1.0) * (b - a)
 
 
-def front_html(
-    trials: pd.DataFrame, vanilla: dict[str, float], obd: dict[str, float], floor: float, path: Path
-) -> Path:
+def front_html(trials: pd.DataFrame, baselines: Baselines, floor: float, path: Path) -> Path:
     """A self-contained interactive scatter (inline SVG): hover a point for its settings and run."""
     pts: list[dict[str, Any]] = [
         {
@@ -72,26 +82,23 @@ def front_html(
         }
         for _, r in trials.iterrows()
     ]
-    for name, m in (("vanilla", vanilla), ("OBD", obd)):
+    for name, m in baselines.items():
+        label = _LABELS.get(name, name)
         pts.append(
             {
                 "x": m["val_eopp1"],
                 "y": m["val_avg_f1"],
-                "kind": name,
-                "label": f"{name}: val F1 {m['val_avg_f1']:.4f}, val Eopp1 {m['val_eopp1']:.4f}",
+                "kind": label,
+                "label": f"{label}: val F1 {m['val_avg_f1']:.4f}, val Eopp1 {m['val_eopp1']:.4f}",
             }
         )
     xs, ys = [p["x"] for p in pts], [p["y"] for p in pts] + [floor]
     x0, x1 = min(xs) - 0.01, max(xs) + 0.01
     y0, y1 = min(ys) - 0.02, max(ys) + 0.02
     w, h, pad = 720, 480, 60
-    style = {
-        "front": ("#d1495b", 6),
-        "feasible": ("#7aa6c2", 4),
-        "infeasible": ("#bbbbbb", 3),
-        "vanilla": ("#000000", 8),
-        "OBD": ("#2e7d32", 7),
-    }
+    style = {"front": ("#d1495b", 6), "feasible": ("#7aa6c2", 4), "infeasible": ("#bbbbbb", 3)}
+    for i, name in enumerate(baselines):
+        style[_LABELS.get(name, name)] = (_style(name, i)[2], 8 if name == "vanilla" else 7)
     shapes = []
     for p in pts:
         cx = _scale(p["x"], x0, x1, pad, w - 20)

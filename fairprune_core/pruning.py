@@ -22,16 +22,17 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from .config import check_ratio_pair
 from .datasets import SplitArrays
 from .evaluation import evaluate
 from .hessian import CurvatureConfig, CurvatureEngine, DiagSums, Estimator, batch_seed
+from .masks import apply_masks, prunable_parameters
 from .metrics import flatten_metrics
 from .model import to_model_input
 
@@ -155,19 +156,24 @@ class LocalCurvature:
 
     Mini-batch ``i`` of step ``t`` for group ``tag`` is seeded with
     ``batch_seed(config.seed, tag, t, i)``, whichever backend computes it, so a pool of workers
-    gives the same result.
+    gives the same result. The replica lives on ``device`` when given, else on the device of
+    the model it is first asked about (a model on the GPU gets its curvature on the GPU).
     """
 
-    def __init__(self, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config: CurvatureConfig, *, device: str | torch.device | None = None) -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else None
         self._engine: CurvatureEngine | None = None
         self.stats = {"batches": 0, "samples": 0, "seconds": 0.0}
+
+    def engine_device(self, model: nn.Module) -> torch.device:
+        """Where the curvature of ``model`` is computed."""
+        return self.device if self.device is not None else next(model.parameters()).device
 
     def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
         t0 = time.perf_counter()
         if self._engine is None:
-            self._engine = CurvatureEngine(model, self.config, device=self.device)
+            self._engine = CurvatureEngine(model, self.config, device=self.engine_device(model))
         else:
             self._engine.load_state_dict(model.state_dict())
         out = {}
@@ -183,29 +189,6 @@ class LocalCurvature:
 
 
 # -- masks and selection ----------------------------------------------------------------------
-def prunable_parameters(model: nn.Module, *, include_biases: bool = False) -> list[str]:
-    """Names of the weights pruning may remove: conv and linear weights (and biases if asked)."""
-    names = []
-    for mname, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            prefix = f"{mname}." if mname else ""
-            names.append(prefix + "weight")
-            if include_biases and module.bias is not None:
-                names.append(prefix + "bias")
-    if not names:
-        raise ValueError("the model has no conv or linear weights to prune")
-    return names
-
-
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Zero every pruned weight (``mask == False``) in place; returns the model."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask.to(params[name].device, params[name].dtype))
-    return model
-
-
 def select_smallest(
     saliency: np.ndarray, alive: np.ndarray, k: int, tiebreak: tuple[np.ndarray, ...] = ()
 ) -> np.ndarray:
@@ -240,15 +223,7 @@ class PruneSchedule:
     final_ratio: float
 
     def __post_init__(self) -> None:
-        if not 0 < self.step_ratio <= 1:
-            raise ValueError(f"step_ratio must be in (0, 1], got {self.step_ratio}")
-        if not 0 < self.final_ratio < 1:
-            raise ValueError(f"final_ratio must be in (0, 1), got {self.final_ratio}")
-        if self.final_ratio < self.step_ratio:
-            raise ValueError(
-                f"final_ratio ({self.final_ratio}) must be >= step_ratio ({self.step_ratio}): "
-                f"the first step alone would overshoot it"
-            )
+        check_ratio_pair(self.step_ratio, self.final_ratio)
 
     def targets(self, total: int) -> list[int]:
         """Cumulative number of pruned weights after each step (the last one clipped)."""
@@ -319,6 +294,9 @@ def obd_saliency(data: Any) -> SaliencyFn:
 
 
 # -- the loop ----------------------------------------------------------------------------------
+StopKind = Literal["target", "abort"]
+
+
 @dataclass
 class PruneResult:
     model: nn.Module
@@ -333,7 +311,56 @@ class PruneResult:
 
     @property
     def stopped_early(self) -> bool:
+        """Stopped before the final ratio, for either reason."""
         return bool(self.config.get("stopped_early"))
+
+    @property
+    def reached_target(self) -> bool:
+        """Stopped because the fairness target (``stop_at``) was met: a success."""
+        return self.config.get("stop_kind") == "target"
+
+    @property
+    def aborted(self) -> bool:
+        """Stopped by ``stop_when`` (e.g. validation F1 fell below the floor): a failure."""
+        return self.config.get("stop_kind") == "abort"
+
+
+def _stop_decision(
+    row: dict[str, float],
+    stop_at: Mapping[str, float] | None,
+    stop_when: Callable[[dict[str, float]], str | None] | None,
+) -> tuple[StopKind, str] | None:
+    """Why to stop after this step, if at all: the fairness target reached, or an abort rule."""
+    if stop_at and all(row.get(f"val_{k}", math.inf) <= v for k, v in stop_at.items()):
+        return "target", f"fairness target {dict(stop_at)} reached on validation"
+    reason = stop_when(row) if stop_when is not None else None
+    return ("abort", reason) if reason else None
+
+
+class _Layout:
+    """The prunable weights of a model as one flat vector (views into the parameters)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.names = names
+        self.params = dict(model.named_parameters())
+        self.offsets = np.cumsum([0, *(self.params[n].numel() for n in names)])
+        self.total = int(self.offsets[-1])
+
+    def flat(self, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+        return np.concatenate([tensors[n].detach().reshape(-1).cpu().numpy() for n in self.names])
+
+    def apply(self, alive: np.ndarray) -> None:
+        with torch.no_grad():
+            for j, name in enumerate(self.names):
+                local = alive[self.offsets[j] : self.offsets[j + 1]]
+                p = self.params[name]
+                p.mul_(torch.from_numpy(local).view_as(p).to(p))
+
+    def masks(self, alive: np.ndarray) -> dict[str, torch.Tensor]:
+        return {
+            name: torch.from_numpy(alive[self.offsets[j] : self.offsets[j + 1]].copy()).view(self.params[name].shape)
+            for j, name in enumerate(self.names)
+        }
 
 
 def prune_iteratively(
@@ -357,22 +384,21 @@ def prune_iteratively(
     ``initial_curvature`` maps a group tag ("unprivileged", "privileged", "all") to curvature
     sums of the UNPRUNED model at step 0, computed once and shared by many runs (a sweep).
     ``stop_at`` (e.g. ``{"eopp1": 0.05}``) stops after the first step whose validation metric
-    is at or below the target. ``stop_when(record)`` may return a reason to stop after any
-    step (e.g. validation F1 fell below a floor). ``on_step`` receives each step's record.
+    is at or below the target (a success: ``result.reached_target``). ``stop_when(record)`` may
+    return a reason to stop after any step (e.g. validation F1 fell below a floor; a failure:
+    ``result.aborted``). ``on_step`` receives each step's record.
     """
     if stop_at and validation is None:
         raise ValueError("stop_at needs a validation split to measure the fairness target on")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    names = prunable_parameters(model, include_biases=prune_biases)
-    params = dict(model.named_parameters())
-    sizes = [params[n].numel() for n in names]
-    offsets = np.cumsum([0, *sizes])
-    total = int(offsets[-1])
-    alive = np.ones(total, dtype=bool)
+    layout = _Layout(model, prunable_parameters(model, include_biases=prune_biases))
+    alive = np.ones(layout.total, dtype=bool)
     if num_classes is None:
         num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if validation is not None and num_classes is None:
+        raise ValueError("num_classes is needed to evaluate on the validation split")
     shared = dict(initial_curvature or {})
 
     def curvature_fn(m: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
@@ -383,52 +409,47 @@ def prune_iteratively(
     history: list[dict[str, float]] = []
 
     def record(step: int, extra: dict[str, float]) -> dict[str, float]:
-        row = {"step": step, "pruned": float(total - alive.sum()), "ratio": 1 - alive.sum() / total, **extra}
+        pruned = int(layout.total - alive.sum())
+        row = {"step": step, "pruned": float(pruned), "ratio": pruned / layout.total, **extra}
         if validation is not None:
-            if num_classes is None:
-                raise ValueError("num_classes is needed to evaluate on the validation split")
-            metrics = flatten_metrics(evaluate(model, validation, num_classes=num_classes), prefix="val_")
-            row.update(metrics)
+            row.update(flatten_metrics(evaluate(model, validation, num_classes=num_classes), prefix="val_"))
         history.append(row)
         if on_step is not None:
             on_step(row)
         return row
 
     record(0, {"seconds": 0.0})
-    stopped: str | None = None
-    targets = schedule.targets(total)
+    stop: tuple[StopKind, str] | None = None
+    targets = schedule.targets(layout.total)
     for step, target in enumerate(targets):
         t0 = time.perf_counter()
         sal = saliency(model, step, curvature_fn)
-        flat = np.concatenate([sal.value[n].reshape(-1).numpy() for n in names])
-        keys = [np.concatenate([sal.tiebreak[n].reshape(-1).numpy() for n in names])] if sal.tiebreak else []
-        magnitude = np.concatenate([params[n].detach().abs().reshape(-1).cpu().numpy() for n in names])
-        chosen = select_smallest(flat, alive, target - int(total - alive.sum()), (*keys, magnitude))
+        keys = [layout.flat(sal.tiebreak)] if sal.tiebreak else []
+        magnitude = np.abs(layout.flat(layout.params))
+        chosen = select_smallest(
+            layout.flat(sal.value), alive, target - int(layout.total - alive.sum()), (*keys, magnitude)
+        )
         alive[chosen] = False
-        with torch.no_grad():
-            for j, name in enumerate(names):
-                local = alive[offsets[j] : offsets[j + 1]]
-                params[name].mul_(torch.from_numpy(local).view_as(params[name]).to(params[name]))
+        layout.apply(alive)
         row = record(step + 1, {"seconds": time.perf_counter() - t0})
         if log is not None:
             msg = f"step {step + 1}/{len(targets)}: pruned {row['ratio']:.2%}"
             if validation is not None:
                 msg += f", val F1 {row['val_avg_f1']:.4f}, val Eopp1 {row['val_eopp1']:.4f}"
             log(msg + f" ({row['seconds']:.1f}s)")
-        if stop_at and all(row.get(f"val_{k}", math.inf) <= v for k, v in stop_at.items()):
-            stopped = f"fairness target {dict(stop_at)} reached on validation"
-        elif stop_when is not None:
-            stopped = stop_when(row)
-        if stopped:
+        stop = _stop_decision(row, stop_at, stop_when)
+        if stop:
             if log is not None and step + 1 < len(targets):
-                log(f"{stopped}; stopping at {row['ratio']:.2%}")
+                log(f"{stop[1]}; stopping at {row['ratio']:.2%}")
             break
-    masks = {
-        name: torch.from_numpy(alive[offsets[j] : offsets[j + 1]].copy()).view(params[name].shape)
-        for j, name in enumerate(names)
+    early = bool(stop) and len(history) - 1 < len(targets)
+    info = {
+        "stopped_early": early,
+        "stop_kind": stop[0] if stop else None,
+        "stop_reason": stop[1] if stop else None,
+        "prunable": layout.total,
     }
-    early = bool(stopped) and len(history) - 1 < len(targets)
-    return PruneResult(model, masks, history, {"stopped_early": early, "stop_reason": stopped, "prunable": total})
+    return PruneResult(model, layout.masks(alive), history, info)
 
 
 def _backend(
@@ -442,7 +463,7 @@ def _backend(
     if curvature is not None:
         return curvature
     config = CurvatureConfig(estimator=estimator, mc_samples=mc_samples, seed=seed, max_sub_batch=max_sub_batch)
-    return LocalCurvature(config, device=next(model.parameters()).device)
+    return LocalCurvature(config)  # follows the model's device
 
 
 def fairprune(
@@ -539,15 +560,3 @@ def detect_privileged(model: nn.Module, validation: SplitArrays, *, num_classes:
     m = evaluate(model, validation, num_classes=num_classes)
     acc = {g: m["groups"][g]["accuracy"] for g in (0, 1)}
     return (1 if acc[1] > acc[0] else 0), acc
-
-
-def save_pruned(path: str | Path, result: PruneResult, *, dataset: Any, extra: dict[str, Any] | None = None) -> Path:
-    """A checkpoint of the pruned model that also stores its masks and pruning config."""
-    from .checkpoint import save_checkpoint
-
-    return save_checkpoint(
-        path,
-        result.model,
-        dataset=dataset,
-        extra={"masks": result.masks, "pruning": result.config, "history": result.history, **(extra or {})},
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["paper_table"]
+__all__ = ["paper_table", "significance_lines"]
 
 
 def _fmt(v: float) -> str:
@@ -41,3 +41,16 @@ def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, titl
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def significance_lines(name: str, paired: dict[str, dict[str, Any]], split: str) -> list[str]:
+    """Paired-bootstrap verdicts against vanilla: is each change larger than sampling noise?"""
+    lines = []
+    for key, label in (("eopp1", "Eopp1"), ("eodd", "Eodd"), ("avg_f1", "avg F1"), ("diff_f1", "F1 diff")):
+        r = paired[key]
+        verdict = "larger than sampling noise" if r["significant"] else "INSIDE sampling noise (CI contains 0)"
+        lines.append(
+            f"  {name} vs Vanilla ({split}): d{label} {r['delta']:+.4f} "
+            f"[{r['low']:+.4f}, {r['high']:+.4f}] -> {verdict}"
+        )
+    return lines

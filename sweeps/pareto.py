@@ -21,22 +21,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from fairprune_core.checkpoint import load_checkpoint
+# only the light flag definitions at import time: --help answers at once
 from fairprune_core.cli import (
+    add_checkpoint_argument,
     add_data_arguments,
     add_pretrain_arguments,
     add_prune_arguments,
+    add_ray_arguments,
     add_sweep_arguments,
     apply_config_file,
-    checkpoint_from_args,
-    dataset_from_args,
+    apply_smoke,
+    explicit_dests,
     run_main,
-    sweep_config_from_args,
 )
-from fairprune_core.datasets import load_dataset
-from fairprune_core.sweep import SweepConfig, format_front, run_sweep
-from fairprune_core.tracking import check_tracking_uri
 
 SMOKE = dict(
     width=0.0625,
@@ -48,6 +47,17 @@ SMOKE = dict(
     obd_final=0.1,
     obd_step=0.05,
 )
+# flags a resumed sweep may change, as SweepConfig fields; flags that only locate the sweep
+RESUMABLE = {
+    "trials": "num_trials",
+    "concurrency": "concurrency",
+    "workers_per_trial": "workers_per_trial",
+    "cpus_per_worker": "cpus_per_worker",
+    "gpus_per_worker": "gpus_per_worker",
+    "address": "address",
+    "tracking_uri": "tracking_uri",
+}
+LOCATORS = {"resume", "name", "storage", "config", "smoke_test"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,12 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     add_pretrain_arguments(p)
     add_prune_arguments(p)
     add_sweep_arguments(p)
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="pre-trained checkpoint (default: pre-train with the flags above, or reuse one)",
-    )
+    add_ray_arguments(p, sweep=True)
+    add_checkpoint_argument(p)
     p.add_argument("--smoke-test", action="store_true", help="a tiny model and 4 trials (about a minute; CI)")
     return p
 
@@ -73,36 +79,55 @@ def _latest(storage: Path) -> str:
     return found[-1].parent.name
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    apply_config_file(parser, argv)
-    args = parser.parse_args(argv)
-    if args.smoke_test:
-        for key, value in SMOKE.items():
-            if getattr(args, key) in (None, parser.get_default(key)):
-                setattr(args, key, value)
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
-    if args.tracking_uri:  # fail in a second, not after pre-training (multi-node rules are checked later)
-        check_tracking_uri(args.tracking_uri, multi_node=False)
+
+def _resumed_config(args: argparse.Namespace, given: set[str], state: Any) -> Any:
+    """The stored config with the changes a resume may make; a clear error for any other change."""
+    changes, conflicts = {}, []
+    for dest in sorted(given - LOCATORS):
+        value = getattr(args, dest)
+        if dest in RESUMABLE:
+            changes[RESUMABLE[dest]] = value
+        elif dest not in state.flags or _plain(state.flags[dest]) != _plain(value):
+            was = state.flags.get(dest, "not recorded")
+            conflicts.append(f"--{dest.replace('_', '-')} {_plain(value)} (the sweep has {was})")
+    if conflicts:
+        raise ValueError(
+            f"--resume cannot change {'; '.join(conflicts)}: that would change the study. A resume may change "
+            f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}; for other settings start a new sweep "
+            f"(another --name)"
+        )
+    return state.sweep_config().resumed(**changes)
+
+
+def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
+    """(config, dataset, checkpoint) of a new sweep, or of the one being resumed."""
+    from fairprune_core.checkpoint import load_checkpoint
+    from fairprune_core.cli import checkpoint_from_args, dataset_from_args, sweep_config_from_args
+    from fairprune_core.datasets import load_dataset
+    from fairprune_core.sweep.state import SweepState
+
     if args.resume:
         name = args.name or _latest(args.storage)
-        stored = json.loads((args.storage / name / "sweep.json").read_text())
-        cfg = SweepConfig.from_dict(
-            stored["config"], num_trials=args.trials if "--trials" in (argv or sys.argv) else None
-        )
-        dataset = load_dataset(**stored["dataset_spec"])
-        checkpoint = load_checkpoint(stored["checkpoint"], dataset=dataset)
+        state = SweepState.load(args.storage / name)
+        cfg = _resumed_config(args, given, state)
+        dataset = load_dataset(**state.dataset_spec)
         print(f"resuming sweep {name}")
-    else:
-        dataset = dataset_from_args(args)
-        print(dataset.describe())
-        checkpoint = checkpoint_from_args(args, dataset)
-        name = args.name or f"{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = sweep_config_from_args(args, dataset, name)
+        return cfg, dataset, load_checkpoint(state.checkpoint, dataset=dataset)
+    dataset = dataset_from_args(args)
+    print(dataset.describe())
+    checkpoint = checkpoint_from_args(args, dataset)
+    name = args.name or f"{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return sweep_config_from_args(args, dataset, name), dataset, checkpoint
 
-    outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume)
+
+def _print_outcome(outcome: Any) -> None:
+    from fairprune_core.sweep.table import format_front
+
     print()
-    print(format_front(outcome))
+    print(format_front(outcome.front, outcome.baselines))
     feasible = int(outcome.trials["feasible"].sum()) if len(outcome.trials) else 0
     print(
         f"\n{len(outcome.trials)} trials finished, {feasible} feasible, {len(outcome.front)} Pareto-optimal; "
@@ -121,6 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     print("  chart view: x = metrics.val_eopp1, y = metrics.val_avg_f1")
     if len(outcome.front):
         print(f"  load a model:  mlflow.pytorch.load_model('{outcome.front.iloc[0]['model_uri']}')")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    from_file = apply_config_file(parser, argv)
+    args = parser.parse_args(argv)
+    given = explicit_dests(parser, argv) | from_file
+    if args.smoke_test:
+        apply_smoke(parser, args, SMOKE)
+    if args.tracking_uri:  # fail in a second, not after pre-training (multi-node rules are checked later)
+        from fairprune_core.tracking import check_tracking_uri
+
+        check_tracking_uri(args.tracking_uri, multi_node=False)
+    cfg, dataset, checkpoint = _start(args, given)
+
+    from fairprune_core.sweep import run_sweep
+
+    outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume, flags=_plain(vars(args)))
+    _print_outcome(outcome)
     if outcome.interrupted:
         print(f"\nThe sweep stopped early. Resume it with:\n  python sweeps/pareto.py --resume --name {cfg.name}")
         return 130

@@ -13,14 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairprune_core.cli import (
-    add_data_arguments,
-    add_pretrain_arguments,
-    dataset_from_args,
-    model_and_train_config,
-    run_main,
-)
-from fairprune_core.pipeline import run_pretrain
+# only the light flag definitions at import time: --help answers at once
+from fairprune_core.cli import add_data_arguments, add_pretrain_arguments, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke_test:
         args.epochs, args.width = args.epochs or 2, args.width or 0.0625
+
+    from fairprune_core.cli import dataset_from_args, model_and_train_config
+    from fairprune_core.pretrained import run_pretrain
+
     dataset = dataset_from_args(args)
     preset, model_config, train_config = model_and_train_config(args, dataset)
     run_pretrain(dataset, model_config, train_config, out=args.out, resume=not args.no_resume, preset=preset)

@@ -18,41 +18,59 @@ import argparse
 import sys
 from pathlib import Path
 
+# only the light flag definitions at import time: --help answers at once
 from fairprune_core.cli import (
+    add_checkpoint_argument,
     add_data_arguments,
     add_pretrain_arguments,
     add_prune_arguments,
-    add_worker_arguments,
-    checkpoint_from_args,
-    curvature_backend_from_args,
-    dataset_from_args,
-    prune_config_from_args,
+    add_ray_arguments,
+    apply_smoke,
     run_main,
 )
-from fairprune_core.pipeline import run_comparison
+from fairprune_core.methods import METHOD_NAMES
+
+PRUNING_METHODS = tuple(m for m in METHOD_NAMES if m != "vanilla")
+SMOKE = dict(width=0.0625, epochs=3, curvature_batches=2, curvature_batch_size=16, step_ratio=0.05, final_ratio=0.1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     add_pretrain_arguments(parser)
     add_prune_arguments(parser)
-    add_worker_arguments(parser)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="pre-trained checkpoint (best.pt)")
+    add_ray_arguments(parser, sweep=False)
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--method",
-        choices=["both", "fairprune", "obd"],
-        default="both",
-        help="which pruning methods to run (default: both)",
+        choices=["all", "both", *PRUNING_METHODS],
+        default="all",
+        help=f"which methods to compare with vanilla (default: all, i.e. {', '.join(PRUNING_METHODS)}; both: the same)",
     )
     parser.add_argument("--out", type=Path, default=None, help="save the pruned checkpoints here")
+    parser.add_argument("--smoke-test", action="store_true", help="a tiny model, 2 steps to 10%% (seconds; CI)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.smoke_test:
+        apply_smoke(parser, args, SMOKE)
+
+    from fairprune_core.cli import (
+        checkpoint_from_args,
+        curvature_backend_from_args,
+        dataset_from_args,
+        prune_config_from_args,
+    )
+    from fairprune_core.comparison import run_comparison
 
     dataset = dataset_from_args(args)
     print(dataset.describe())
     checkpoint = checkpoint_from_args(args, dataset)
     config = prune_config_from_args(args, dataset)
-    methods = ("obd", "fairprune") if args.method == "both" else (args.method,)
+    methods = PRUNING_METHODS if args.method in ("all", "both") else (args.method,)
     pool = curvature_backend_from_args(args, checkpoint.model_config, config)
     try:
         run_comparison(checkpoint, dataset, config, methods=methods, out=args.out, curvature=pool)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fairprune_core.checkpoint import load_checkpoint
+from fairprune_core.checkpoint import load_checkpoint, save_pruned
 from fairprune_core.model import ModelConfig, build_model
 from fairprune_core.pruning import (
     GroupSampler,
@@ -18,7 +18,6 @@ from fairprune_core.pruning import (
     fairprune,
     obd,
     prunable_parameters,
-    save_pruned,
     select_smallest,
 )
 
@@ -125,7 +124,7 @@ def test_ratio_is_exact_biases_untouched_and_zeros_stay_zero(tmp_path, synthetic
     res.model(torch.randn(4, 3, 32, 32))
     for name, mask in res.masks.items():
         assert (res.model.get_parameter(name)[~mask] == 0).all()
-    path = save_pruned(tmp_path / "pruned.pt", res, dataset=synthetic)
+    path = save_pruned(tmp_path / "pruned.pt", res.model, res.masks, dataset=synthetic)
     loaded = load_checkpoint(path, dataset=synthetic)
     for name, mask in res.masks.items():
         w = loaded.model.get_parameter(name)
@@ -157,6 +156,7 @@ def test_stop_at_fairness_target(synthetic):
         stop_at={"eopp1": 1.0},
     )
     assert res.stopped_early and len(res.history) == 2
+    assert res.reached_target and not res.aborted  # reaching the target is success, not an abort
     with pytest.raises(ValueError, match="validation split"):
         fairprune(model, src, src, beta=0.5, step_ratio=0.05, final_ratio=0.5, stop_at={"eopp1": 0.1})
 

@@ -1,0 +1,237 @@
+"""Typed configuration from the edge: presets, one pruning run, one sweep.
+
+This module imports nothing heavy (no torch, ray, mlflow or optuna), so the entry points can
+build their parsers from it and answer ``--help`` at once. Every config is a frozen dataclass
+validated on construction; the CLI only maps flags onto these fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "DATASET_NAMES",
+    "ESTIMATORS",
+    "PAPER_SETTINGS",
+    "PRESETS",
+    "SAMPLERS",
+    "Preset",
+    "PruneConfig",
+    "SearchSpace",
+    "SweepConfig",
+]
+
+DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
+ESTIMATORS: tuple[str, ...] = ("exact", "ggn", "mc", "fisher")
+SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random")
+Sampler = Literal["nsga2", "tpe", "gp", "random"]
+
+# The paper's own settings (Sec. 4): Fitzpatrick17k and ISIC 2019. A sweep evaluates them first.
+PAPER_SETTINGS: tuple[dict[str, float], ...] = (
+    {"beta": 0.33, "step_ratio": 0.05, "final_ratio": 0.35},
+    {"beta": 0.2, "step_ratio": 0.1, "final_ratio": 0.5},
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model and pre-training defaults for flags the user leaves unset."""
+
+    image_size: int
+    width: float  # VGG-11 channel multiplier (1.0 = full)
+    epochs: int
+    batch_size: int
+    lr: float  # Adam
+    lr_milestones: tuple[int, ...]  # epochs at which the lr is multiplied by 0.1
+    augment: Literal["paper", "flips", "none"]
+
+    def with_overrides(self, **values: Any) -> Preset:
+        """This preset with every non-None value of ``values`` that names one of its fields."""
+        names = {f.name for f in fields(self)}
+        given = {k: v for k, v in values.items() if k in names and v is not None}
+        if "lr_milestones" in given:
+            given["lr_milestones"] = tuple(int(m) for m in given["lr_milestones"])
+        return replace(self, **given)
+
+
+PRESETS: dict[str, Preset] = {
+    # a small VGG-11 that trains in well under a minute on a 2-core CPU
+    "demo": Preset(image_size=32, width=0.125, epochs=30, batch_size=64, lr=1e-3, lr_milestones=(24,), augment="flips"),
+    # Sec. 4 of the paper
+    "paper": Preset(
+        image_size=128, width=1.0, epochs=200, batch_size=256, lr=1e-4, lr_milestones=(160,), augment="paper"
+    ),
+}
+
+
+def check_ratio_pair(step_ratio: float, final_ratio: float) -> None:
+    if not 0 < step_ratio <= 1:
+        raise ValueError(f"step_ratio must be in (0, 1], got {step_ratio}")
+    if not 0 < final_ratio < 1:
+        raise ValueError(f"final_ratio must be in (0, 1), got {final_ratio}")
+    if final_ratio < step_ratio:
+        raise ValueError(
+            f"final_ratio ({final_ratio}) must be >= step_ratio ({step_ratio}): the first step alone would overshoot it"
+        )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One FairPrune/OBD run. Curvature batch defaults depend on the dataset (see ``curvature_defaults``)."""
+
+    beta: float = 0.33
+    step_ratio: float = 0.05
+    final_ratio: float = 0.35
+    estimator: str = "exact"  # exact | ggn | mc | fisher
+    mc_samples: int = 1
+    batch_size: int = 32  # curvature mini-batch size per group
+    num_batches: int = 8  # curvature mini-batches per group per pruning step
+    max_sub_batch: int | None = None
+    seed: int = 0
+    privileged: int | None = None  # None: the group the vanilla model is more accurate on
+    stop_eopp1: float | None = None  # stop once validation Eopp1 <= this (the paper's fairness target)
+
+    def __post_init__(self) -> None:
+        check_ratio_pair(self.step_ratio, self.final_ratio)
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if self.batch_size < 1 or self.num_batches < 1:
+            raise ValueError("curvature batch_size and num_batches must be >= 1")
+        if self.privileged not in (None, 0, 1):
+            raise ValueError(f"privileged must be 0, 1 or None (auto), got {self.privileged}")
+
+    @staticmethod
+    def curvature_defaults(dataset_name: str) -> dict[str, Any]:
+        """The paper's curvature sampling per dataset (Sec. 4, "Pruning Details")."""
+        return {
+            "isic2019": dict(batch_size=64, num_batches=200),
+            "fitzpatrick17k": dict(batch_size=2, num_batches=500, estimator="mc"),
+        }.get(dataset_name, dict(batch_size=32, num_batches=8))
+
+    def curvature_config(self) -> Any:
+        """The :class:`fairprune_core.hessian.CurvatureConfig` of this run."""
+        from .hessian import CurvatureConfig
+
+        return CurvatureConfig(
+            estimator=self.estimator,  # type: ignore[arg-type]
+            mc_samples=self.mc_samples,
+            max_sub_batch=self.max_sub_batch,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges searched. A suggested step larger than the final ratio is run with step = final."""
+
+    beta: tuple[float, float] = (0.0, 1.0)
+    step_ratio: tuple[float, float] = (0.01, 0.2)
+    final_ratio: tuple[float, float] = (0.05, 0.8)
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.ranges().items():
+            if not lo < hi:
+                raise ValueError(f"{name} range must have low < high, got [{lo}, {hi}]")
+        if self.beta[0] < 0:
+            raise ValueError(f"beta must be >= 0, got range {self.beta}")
+        for name in ("step_ratio", "final_ratio"):
+            lo, hi = getattr(self, name)
+            if not (lo > 0 and hi < 1):
+                raise ValueError(f"{name} range must lie inside (0, 1), got [{lo}, {hi}]")
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {"beta": self.beta, "step_ratio": self.step_ratio, "final_ratio": self.final_ratio}
+
+    def contains(self, point: dict[str, float]) -> bool:
+        return all(lo <= point[k] <= hi for k, (lo, hi) in self.ranges().items())
+
+
+# Fields a resumed sweep may change: how it runs, not what it searches or measures.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "num_trials",
+        "concurrency",
+        "workers_per_trial",
+        "cpus_per_trial",
+        "cpus_per_worker",
+        "gpus_per_worker",
+        "address",
+        "tracking_uri",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep. ``prune`` supplies the curvature settings (its beta/step/final are unused)."""
+
+    name: str
+    storage: Path = Path("fairprune_runs/sweeps")
+    num_trials: int = 30  # total trials in the study, the paper's two settings included
+    sampler: Sampler = "gp"  # chosen by benchmarks/sampler_hypervolume.py (hypervolume after 30 trials)
+    seed: int = 0
+    space: SearchSpace = field(default_factory=SearchSpace)
+    paper_settings_first: bool = True
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    f1_floor: float = 0.9  # feasible: val avg F1 >= f1_floor x vanilla val avg F1
+    abort_infeasible: bool = True  # stop a trial's pruning once val F1 drops below the floor
+    obd_step: float = 0.05
+    obd_final: float = 0.35
+    concurrency: int = 2  # trials at a time
+    workers_per_trial: int = 0  # Ray curvature workers per trial (0: in the trial process)
+    cpus_per_trial: float = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float | None = None  # None: 1 when the Ray cluster has GPUs, else 0
+    n_boot: int = 500  # bootstrap resamples for intervals
+    tracking_uri: str | None = None  # default: MLflow's own (sqlite:///<cwd>/mlflow.db)
+    experiment: str | None = None  # default: fairprune-<dataset>
+    address: str | None = None  # Ray address (default: $RAY_ADDRESS, else local)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.num_trials < 1:
+            raise ValueError(f"num_trials must be >= 1, got {self.num_trials}")
+        if not 0 <= self.f1_floor <= 1:
+            raise ValueError(f"f1_floor is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}")
+        if self.concurrency < 1 or self.workers_per_trial < 0:
+            raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
+        check_ratio_pair(self.obd_step, self.obd_final)
+
+    @property
+    def directory(self) -> Path:
+        return self.storage / self.name
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        """Rebuild a config saved with :meth:`to_dict`."""
+        d = dict(d)
+        d["storage"] = Path(d["storage"])
+        d["space"] = SearchSpace(**{k: tuple(v) for k, v in d["space"].items()})
+        d["prune"] = PruneConfig(**d["prune"])
+        return cls(**d)
+
+    def resumed(self, **changes: Any) -> SweepConfig:
+        """This config with the changes a resumed sweep may make; anything else is refused."""
+        refused = sorted(set(changes) - RESUMABLE_FIELDS)
+        if refused:
+            raise ValueError(
+                f"a resumed sweep cannot change {', '.join(refused)}: that would change the study; "
+                f"start a new sweep (another --name) instead"
+            )
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["storage"] = str(self.storage)
+        return d

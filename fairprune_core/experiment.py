@@ -1,0 +1,268 @@
+"""The one experiment runner: run methods on one pruning problem, evaluate, compare, track.
+
+A :class:`Problem` is everything a method run needs (the pre-trained weights, the curvature
+samplers of each group, the validation and test splits), picklable so that a sweep ships it
+to its trials once. An :class:`Experiment` runs :mod:`~fairprune_core.methods` on it; each run
+is evaluated on validation and test with bootstrap intervals and a paired bootstrap against
+the vanilla model, becomes a typed :class:`MethodRecord`, and is handed to a
+:class:`~fairprune_core.tracking.Tracker` (the null tracker unless one is given).
+``sweeps/prune.py``, the sweep's baselines and trials and the benchmarks all run methods here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .checkpoint import Checkpoint
+from .config import PruneConfig
+from .datasets import DermDataset, SplitArrays
+from .evaluation import evaluate, predict
+from .hessian import CurvatureConfig
+from .methods.base import CurvatureData, Method, MethodContext, MethodOutput
+from .metrics import flatten_metrics, paired_bootstrap
+from .model import ModelConfig, build_model
+from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
+from .tracking import NullTracker, Tracker
+
+__all__ = ["Experiment", "MethodRecord", "Problem", "build_problem", "curvature_data", "resolve_privileged"]
+
+STEP_METRICS = ("ratio", "val_avg_f1", "val_eopp1", "val_eodd", "val_eopp0")  # logged per pruning step
+SPLITS = ("val", "test")
+
+
+def curvature_data(dataset: DermDataset, config: PruneConfig, privileged: int) -> CurvatureData:
+    """Per-group samplers over the TRAIN split; OBD's sampler draws as many samples in total."""
+    train = dataset.split("train")
+    samplers = {}
+    for g in (0, 1):
+        sel = train.groups == g
+        samplers[g] = GroupSampler(
+            train.images[sel],
+            train.labels[sel],
+            batch_size=config.batch_size,
+            num_batches=config.num_batches,
+            seed=config.seed * 1000 + g,
+            name=f"{dataset.group_names[g]} (train)",
+        )
+    everyone = GroupSampler(
+        train.images,
+        train.labels,
+        batch_size=config.batch_size,
+        num_batches=2 * config.num_batches,
+        seed=config.seed * 1000 + 2,
+        name="all (train)",
+    )
+    return CurvatureData(samplers[1 - privileged], samplers[privileged], everyone, privileged)
+
+
+def resolve_privileged(
+    model: nn.Module, dataset: DermDataset, given: int | None, log: Callable[[str], None] = print
+) -> int:
+    """``given``, else the group the vanilla model is more accurate on (validation); printed."""
+    detected, acc = detect_privileged(model, dataset.split("val"), num_classes=dataset.num_classes)
+    names = dataset.group_names
+    accs = ", ".join(f"{names[g]} {acc[g]:.3f}" for g in (0, 1))
+    if given is None:
+        log(f"privileged group: {names[detected]} (vanilla validation accuracy {accs})")
+        return detected
+    note = "" if given == detected else f"; the vanilla model is more accurate on {names[detected]}"
+    log(f"privileged group: {names[given]} (given{note}; validation accuracy {accs})")
+    return given
+
+
+@dataclass
+class Problem:
+    """One pruning problem, picklable (shipped once to every sweep trial)."""
+
+    dataset_name: str
+    group_names: list[str]
+    num_classes: int
+    model_config: dict[str, Any]
+    state: dict[str, np.ndarray]  # the pre-trained weights
+    privileged: int
+    data: CurvatureData
+    val: SplitArrays
+    test: SplitArrays
+    curvature: CurvatureConfig
+
+    def build_model(self) -> nn.Module:
+        import torch
+
+        model = build_model(ModelConfig(**self.model_config))
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
+        return model.eval()
+
+    def split(self, name: str) -> SplitArrays:
+        return {"val": self.val, "test": self.test}[name]
+
+
+def build_problem(
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    config: PruneConfig,
+    *,
+    privileged: int | None = None,
+    log: Callable[[str], None] = print,
+) -> Problem:
+    """The problem of pruning ``checkpoint`` on ``dataset`` (privileged group detected unless given)."""
+    checkpoint.check_dataset(dataset)
+    if privileged is None:
+        privileged = resolve_privileged(checkpoint.model, dataset, config.privileged, log)
+    return Problem(
+        dataset_name=dataset.name,
+        group_names=list(dataset.group_names),
+        num_classes=dataset.num_classes,
+        model_config=checkpoint.model_config.to_dict(),
+        state={k: v.detach().cpu().numpy() for k, v in checkpoint.model.state_dict().items()},
+        privileged=privileged,
+        data=curvature_data(dataset, config, privileged),
+        val=dataset.split("val"),
+        test=dataset.split("test"),
+        curvature=config.curvature_config(),
+    )
+
+
+@dataclass
+class MethodRecord:
+    """One evaluated method run: what was run, what it produced, how it measures."""
+
+    method: str
+    label: str
+    role: str
+    params: dict[str, Any]
+    output: MethodOutput
+    metrics: dict[str, dict[str, Any]]  # split -> fairness_metrics (+ intervals, predictions)
+    vs_vanilla: dict[str, dict[str, dict[str, Any]]]  # split -> paired_bootstrap (empty for vanilla)
+    seconds: float
+    run_id: str = ""
+    model_id: str = ""
+    model_uri: str = ""
+    model_bytes: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def achieved_ratio(self) -> float:
+        return self.output.achieved_ratio
+
+    def flat(self) -> dict[str, float]:
+        """``val_*`` and ``test_*`` metrics with their ``_ci_low``/``_ci_high`` (what is logged)."""
+        out: dict[str, float] = {}
+        for split, m in self.metrics.items():
+            prefix = f"{split}_"
+            out.update(flatten_metrics(m, prefix=prefix))
+            for key, (lo, hi) in m.get("intervals", {}).items():
+                name = key if key[0] not in "01" else f"g{key}"
+                out[f"{prefix}{name}_ci_low"], out[f"{prefix}{name}_ci_high"] = lo, hi
+        return out
+
+    def delta(self, split: str = "val", metric: str = "eopp1") -> dict[str, Any] | None:
+        return self.vs_vanilla.get(split, {}).get(metric)
+
+
+class Experiment:
+    """Runs methods on one :class:`Problem` and hands each evaluated run to a tracker."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        curvature: CurvatureBackend | None = None,
+        tracker: Tracker | None = None,
+        n_boot: int = 1000,
+        splits: Sequence[str] = SPLITS,
+        log: Callable[[str], None] | None = print,
+    ) -> None:
+        self.problem = problem
+        self.model = problem.build_model()
+        self.curvature = curvature or LocalCurvature(problem.curvature)  # follows the model's device
+        self.tracker = tracker or NullTracker()
+        self.n_boot = n_boot
+        self.splits = tuple(splits)
+        self.log = log
+        self._vanilla_pred: dict[str, np.ndarray] = {}
+
+    def context(self, **overrides: Any) -> MethodContext:
+        p = self.problem
+        ctx = MethodContext(self.model, p.num_classes, p.group_names, p.data, p.val, self.curvature, log=self.log)
+        return replace(ctx, **overrides)
+
+    def vanilla_predictions(self, split: str) -> np.ndarray:
+        if split not in self._vanilla_pred:
+            self._vanilla_pred[split] = predict(self.model, self.problem.split(split).images).argmax(axis=1)
+        return self._vanilla_pred[split]
+
+    def evaluate(self, method: Method, output: MethodOutput, seconds: float) -> MethodRecord:
+        """Metrics with intervals on every split, and the paired change against vanilla."""
+        p = self.problem
+        metrics, deltas = {}, {}
+        for split in self.splits:
+            data = p.split(split)
+            m = evaluate(output.model, data, num_classes=p.num_classes, intervals=True, n_boot=self.n_boot)
+            metrics[split] = m
+            if method.name != "vanilla":
+                base = self.vanilla_predictions(split)
+                deltas[split] = paired_bootstrap(
+                    data.labels, base, m["predictions"], data.groups, num_classes=p.num_classes, n_boot=self.n_boot
+                )
+        return MethodRecord(
+            method.name, method.label(), method.role, method.hyperparameters(), output, metrics, deltas, seconds
+        )
+
+    def run_method(
+        self,
+        method: Method,
+        *,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        finish: Callable[[MethodRecord], None] | None = None,
+        **context: Any,
+    ) -> MethodRecord:
+        """Run, evaluate and track one method. ``finish(record)`` runs while its tracked run is open
+        (to add tags or report the record elsewhere); ``context`` overrides :class:`MethodContext` fields."""
+        tags = {"method": method.name, "role": method.role, **(tags or {})}
+        with self.tracker.run(run_name or method.name, tags=tags) as run_id:
+            self.tracker.log_params({**method.hyperparameters(), **(params or {})})
+            user_step = context.pop("on_step", None)
+
+            def on_step(row: dict[str, float]) -> None:
+                self.tracker.log_metrics({k: row[k] for k in STEP_METRICS if k in row}, step=int(row["step"]))
+                if user_step is not None:
+                    user_step(row)
+
+            t0 = time.perf_counter()
+            output = method.run(self.context(on_step=on_step, **context))
+            record = self.evaluate(method, output, time.perf_counter() - t0)
+            record.run_id = run_id
+            self._track(record, tags)
+            if finish is not None:
+                finish(record)
+        return record
+
+    def run(self, methods: Sequence[Method], **kwargs: Any) -> list[MethodRecord]:
+        return [self.run_method(m, **kwargs) for m in methods]
+
+    def _track(self, record: MethodRecord, tags: Mapping[str, str]) -> None:
+        if not self.tracker.enabled:
+            return
+        metrics = {**record.flat(), "achieved_ratio": record.achieved_ratio, "pruning_seconds": record.seconds}
+        delta = record.delta("val", "eopp1")
+        if delta is not None:
+            metrics.update(
+                val_eopp1_delta_vs_vanilla=delta["delta"],
+                val_eopp1_delta_ci_low=delta["low"],
+                val_eopp1_delta_ci_high=delta["high"],
+            )
+        self.tracker.log_metrics(metrics)
+        logged = self.tracker.log_model(record.output.model, record.output.masks, tags=tags)
+        record.model_id, record.model_uri, record.model_bytes = logged.model_id, logged.model_uri, logged.bytes
+        # the in-memory model's validation logits, to check that the logged model predicts the same
+        self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
+        self.tracker.log_metrics({"model_bytes": logged.bytes})
+        self.tracker.set_tags({"model_uri": logged.model_uri, "model_id": logged.model_id})

@@ -1,0 +1,33 @@
+"""Which weights pruning may remove, and applying a pruning mask (True = kept)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["apply_masks", "prunable_parameters"]
+
+
+def prunable_parameters(model: nn.Module, *, include_biases: bool = False) -> list[str]:
+    """Names of the weights pruning may remove: conv and linear weights (and biases if asked)."""
+    names = []
+    for mname, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            prefix = f"{mname}." if mname else ""
+            names.append(prefix + "weight")
+            if include_biases and module.bias is not None:
+                names.append(prefix + "bias")
+    if not names:
+        raise ValueError("the model has no conv or linear weights to prune")
+    return names
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Zero every pruned weight (``mask == False``) in place; returns the model."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+    return model

@@ -1,0 +1,99 @@
+"""The interface every method implements, and what it is given and returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..datasets import SplitArrays
+from ..hessian import DiagSums
+from ..pruning import CurvatureBackend, GroupSampler, PruneResult
+
+__all__ = ["CurvatureData", "Method", "MethodContext", "MethodOutput"]
+
+Role = Literal["baseline", "pruning"]
+
+
+@dataclass(frozen=True)
+class CurvatureData:
+    """The seeded curvature samplers of one pruning problem (TRAIN split)."""
+
+    unprivileged: GroupSampler
+    privileged: GroupSampler
+    all: GroupSampler  # both groups, as many samples in total (OBD)
+    privileged_group: int
+
+
+@dataclass
+class MethodContext:
+    """What a method may use. ``model`` is the pre-trained model: a method never modifies it."""
+
+    model: nn.Module
+    num_classes: int
+    group_names: list[str]
+    data: CurvatureData
+    validation: SplitArrays
+    curvature: CurvatureBackend
+    initial_curvature: Mapping[str, DiagSums] | None = None  # the unpruned model's, shared by many runs
+    stop_when: Callable[[dict[str, float]], str | None] | None = None  # an abort rule (a failure)
+    log: Callable[[str], None] | None = None
+    on_step: Callable[[dict[str, float]], None] | None = None
+
+
+@dataclass
+class MethodOutput:
+    """The model a method proposes, its pruning masks (None: dense) and its per-step history."""
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_kind: Literal["target", "abort"] | None = None  # target: the fairness target was met
+    stop_reason: str | None = None
+
+    @property
+    def achieved_ratio(self) -> float:
+        if not self.masks:
+            return 0.0
+        total = sum(m.numel() for m in self.masks.values())
+        return 1 - sum(int(m.sum()) for m in self.masks.values()) / total
+
+    @property
+    def aborted(self) -> bool:
+        return self.stop_kind == "abort"
+
+    @classmethod
+    def from_pruning(cls, result: PruneResult) -> MethodOutput:
+        return cls(
+            result.model,
+            result.masks,
+            result.history,
+            result.config.get("stop_kind"),
+            result.config.get("stop_reason"),
+        )
+
+
+@dataclass(frozen=True)
+class Method(ABC):
+    """A method: a name, its hyper-parameters (the dataclass fields) and ``run``.
+
+    Subclasses are frozen dataclasses whose fields are the hyper-parameters, validated in
+    ``__post_init__``; ``run`` must not modify ``context.model``.
+    """
+
+    name: ClassVar[str]
+    role: ClassVar[Role] = "baseline"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        """How tables name this run."""
+        return self.name
+
+    @abstractmethod
+    def run(self, context: MethodContext) -> MethodOutput: ...

@@ -1,0 +1,274 @@
+"""Run (or resume) a sweep: the one function that ties the sweep's modules together.
+
+Layout of one sweep (``<storage>/<name>/``): ``sweep.json`` (:class:`~.state.SweepState`),
+``optuna.journal`` (the study), ``initial_curvature.pt`` (the unpruned model's per-group
+curvature, shared by every trial), ``tune/`` (Ray Tune results), the front's figures.
+
+Resuming continues the same study and the same parent run: finished trials are kept and never
+re-run; a trial that was running when the sweep stopped runs again from scratch (its half-logged
+run is marked KILLED, so nothing is logged twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..checkpoint import Checkpoint
+from ..config import SweepConfig
+from ..datasets import DermDataset
+from ..evaluation import evaluate
+from ..experiment import Experiment, Problem, build_problem
+from ..hessian import DiagSums
+from ..methods import make_method
+from ..tracking import MlflowTracker, Tracker
+from .front import front_of, front_summary, trials_frame
+from .state import SweepState
+from .study import SweepStudy
+from .trial import TrialContext
+
+__all__ = ["SweepOutcome", "run_sweep"]
+
+
+@dataclass
+class SweepOutcome:
+    directory: Path
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    front: pd.DataFrame
+    trials: pd.DataFrame
+    baselines: dict[str, dict[str, float]]  # method -> flat val/test metrics
+    interrupted: bool
+    wall_s: float
+
+
+def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
+    """The stored state when resuming; clear errors for a sweep that exists or does not."""
+    exists = SweepState.exists(cfg.directory)
+    if exists and not resume:
+        raise FileExistsError(
+            f"sweep {cfg.name!r} already exists in {cfg.directory}; pass --resume to continue it "
+            f"or --name to start another"
+        )
+    if not resume:
+        return None
+    state = SweepState.load(cfg.directory)
+    if state.manifest_fingerprint != dataset.manifest_fingerprint:
+        raise ValueError(f"sweep {cfg.name!r} was run on another split of the data; resume it with the same data")
+    return state
+
+
+def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -> tuple[SweepConfig, MlflowTracker]:
+    """Ray and the tracking store, checked; the config with its automatic GPU count resolved."""
+    from ..distributed import auto_gpus_per_worker, check_resources, cluster_node_count, ensure_ray
+
+    ensure_ray(cfg.address)
+    if cfg.gpus_per_worker is None:
+        cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())
+    # a resumed sweep keeps logging where it started, wherever it is resumed from
+    uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
+    tracker = MlflowTracker.connect(
+        uri, cfg.experiment or f"fairprune-{dataset.name}", multi_node=cluster_node_count() > 1
+    )
+    if cfg.workers_per_trial:
+        check_resources(cfg.workers_per_trial, cfg.cpus_per_worker, cfg.gpus_per_worker)
+    return cfg, tracker
+
+
+def _log_setup(
+    tracker: Tracker, cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint, problem: Problem
+) -> None:
+    flat_cfg = pd.json_normalize(cfg.to_dict(), sep=".").iloc[0].to_dict()
+    tracker.log_params(flat_cfg)
+    tracker.log_params(
+        {
+            "dataset": dataset.name,
+            "privileged_group": dataset.group_names[problem.privileged],
+            "model_config": json.dumps(checkpoint.model_config.to_dict()),
+        }
+    )
+    tracker.log_dict(cfg.to_dict(), "config.json")
+    tracker.log_dict(dataset.summary(), "dataset_summary.json")
+    tracker.log_file(dataset.save_manifest(cfg.directory / "split_manifest.csv"))
+    if checkpoint.meta.get("path"):
+        tracker.log_file(checkpoint.meta["path"], "pretrained")
+
+
+def _run_baselines(cfg: SweepConfig, experiment: Experiment, sweep_id: str, log: Callable[[str], None]) -> dict:
+    """Vanilla and OBD, each a child run tagged role=baseline; returns their flat metrics."""
+    out = {}
+    for method in (make_method("vanilla"), make_method("obd", step_ratio=cfg.obd_step, final_ratio=cfg.obd_final)):
+        extra = f" (step {cfg.obd_step:.0%} up to {cfg.obd_final:.0%})" if method.name == "obd" else ""
+        log(f"baseline: {method.label()}{extra}")
+        record = experiment.run_method(method, run_name=method.name, tags={"sweep_id": sweep_id, "role": "baseline"})
+        out[method.name] = record.flat()
+    return out
+
+
+def _initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[str], None]) -> dict[str, DiagSums]:
+    """The unpruned model's per-group curvature: the same for every trial, so computed once."""
+    path = cfg.directory / "initial_curvature.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)  # tensors and ints only: nothing is unpickled
+        return {k: DiagSums(v["sums"], v["count"]) for k, v in saved.items()}
+    t0 = time.perf_counter()
+    data = experiment.problem.data
+    sums = experiment.curvature.compute(
+        experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
+    )
+    torch.save({k: {"sums": v.sums, "count": v.count} for k, v in sums.items()}, path)
+    log(f"shared step-0 curvature of the unpruned model computed once ({time.perf_counter() - t0:.1f}s)")
+    return sums
+
+
+def _open_study(
+    cfg: SweepConfig, state: SweepState, tracker: Tracker, new: bool, log: Callable[[str], None]
+) -> SweepStudy:
+    study = SweepStudy(
+        cfg.directory, cfg.name, space=cfg.space, sampler=cfg.sampler, seed=cfg.seed, num_trials=cfg.num_trials, log=log
+    )
+    if new and cfg.paper_settings_first:
+        study.enqueue_paper_settings()
+    study.requeue_interrupted()
+    if not new:
+        finished, killed = tracker.close_unfinished(state.sweep_id, study.completed_run_ids())
+        if finished or killed:
+            log(
+                f"runs left open by the interrupted sweep: {finished} completed trial(s) marked "
+                f"FINISHED, {killed} unfinished one(s) marked KILLED (those are run again)"
+            )
+    return study
+
+
+def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initial: dict[str, DiagSums]) -> TrialContext:
+    return TrialContext(
+        problem=problem,
+        initial=initial,
+        f1_floor=state.f1_floor_abs,
+        abort_infeasible=cfg.abort_infeasible,
+        n_boot=cfg.n_boot,
+        stop_eopp1=cfg.prune.stop_eopp1,
+        sweep_id=state.sweep_id,
+        tracking_uri=state.tracking_uri,
+        experiment_id=state.experiment_id,
+        parent_run_id=state.parent_run_id,
+        workers=cfg.workers_per_trial,
+        cpus_per_trial=cfg.cpus_per_trial,
+        cpus_per_worker=cfg.cpus_per_worker,
+        gpus_per_worker=cfg.gpus_per_worker,
+    )
+
+
+def _publish_front(tracker: Tracker, state: SweepState, directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recompute the front from every finished trial run, tag runs and models, log tables and plots."""
+    from ..plots import front_html, front_png
+
+    trials = trials_frame(tracker.finished_runs(state.sweep_id, method="fairprune"), state.f1_floor_abs)
+    if trials.empty:
+        return trials, trials
+    model_ids = trials["model_id"] if "model_id" in trials else [None] * len(trials)
+    tracker.set_pareto_tags(
+        dict(zip(trials["run_id"], trials["pareto_optimal"], strict=True)),
+        dict(zip(trials["run_id"], model_ids, strict=True)),
+    )
+    front = front_of(trials)
+    tracker.log_frame(front, "pareto_front")
+    tracker.log_frame(trials, "trials")
+    for draw, name in ((front_png, "pareto_front.png"), (front_html, "pareto_front.html")):
+        tracker.log_file(draw(trials, state.baselines, state.f1_floor_abs, directory / name))
+    tracker.log_metrics(front_summary(trials, state.f1_floor_abs))
+    return trials, front
+
+
+def _new_state(
+    cfg: SweepConfig,
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    tracker: MlflowTracker,
+    problem: Problem,
+    floor: float,
+) -> SweepState:
+    return SweepState(
+        sweep_id=f"{cfg.name}-{int(time.time())}",
+        parent_run_id="",
+        experiment_id=tracker.experiment_id,
+        tracking_uri=tracker.uri,
+        privileged=problem.privileged,
+        f1_floor_abs=floor,
+        manifest_fingerprint=dataset.manifest_fingerprint,
+        config=cfg.to_dict(),
+        dataset_spec=dataset.spec(),
+        checkpoint=str(Path(checkpoint.meta["path"]).resolve()),
+    )
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    *,
+    resume: bool = False,
+    flags: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> SweepOutcome:
+    """Run (or resume) a sweep; returns the Pareto front and every finished trial.
+
+    ``flags`` (the command line's values) are stored with a new sweep, so that a resume can
+    tell a repetition of the same command from a change of study.
+    """
+    from .tune import run_trials
+
+    t_start = time.monotonic()
+    checkpoint.check_dataset(dataset)
+    stored = _check_start(cfg, dataset, resume)
+    cfg.directory.mkdir(parents=True, exist_ok=True)
+    cfg, tracker = _connect(cfg, dataset, stored)
+    experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
+    log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
+    problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
+    experiment = Experiment(problem, tracker=tracker, n_boot=cfg.n_boot, log=None)
+    floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
+    state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)
+    state.tracking_uri = tracker.uri  # where the trials log (a resume may reach the same store anew)
+    parent_tags = {"sweep_id": state.sweep_id, "method": "sweep", "role": "parent"}
+    with tracker.run(cfg.name, tags=parent_tags, run_id=stored.parent_run_id if stored else None) as parent:
+        if stored is None:
+            state.parent_run_id, state.flags = parent, dict(flags or {})
+            _log_setup(tracker, cfg, dataset, checkpoint, problem)
+            tracker.log_params({"f1_floor_abs": floor})
+            state.baselines = _run_baselines(cfg, experiment, state.sweep_id, log)
+            state.save(cfg.directory)
+        initial = _initial_curvature(cfg, experiment, log)
+        study = _open_study(cfg, state, tracker, new=stored is None, log=log)
+        already = study.finished_count()
+        interrupted = False
+        if cfg.num_trials > already:
+            state.invocations += 1
+            state.config = cfg.to_dict()
+            state.save(cfg.directory)
+            log(
+                f"{already} trials finished, running {cfg.num_trials - already} more ({cfg.sampler} sampler, "
+                f"{cfg.concurrency} at a time, {cfg.workers_per_trial} curvature workers per trial)"
+            )
+            ctx = _trial_context(cfg, state, problem, initial)
+            interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
+        trials, front = _publish_front(tracker, state, cfg.directory)
+    return SweepOutcome(
+        cfg.directory,
+        state.parent_run_id,
+        state.experiment_id,
+        state.tracking_uri,
+        front,
+        trials,
+        state.baselines,
+        interrupted,
+        time.monotonic() - t_start,
+    )

@@ -1,0 +1,179 @@
+"""The sweep's Optuna study: sampler, F1-floor constraint, the paper's settings first, resume.
+
+Everything Optuna lives here, through its public ask/tell API. The study is kept in a
+journal file (safe with parallel writers, readable by optuna-dashboard). Objectives:
+validation F1 (maximised) and validation Eopp1 (minimised); a trial's constraint is
+``floor - F1`` (<= 0 feasible), set with ``Trial.set_constraint`` where Optuna has it.
+
+Bookkeeping of interrupted trials uses only public calls: a trial whose run never reported its
+final objectives is told FAIL and its settings are enqueued again with the user attribute
+``requeued_from`` = its number; such a FAIL does not count against the budget, a real error does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import PAPER_SETTINGS, SAMPLERS, SearchSpace
+
+__all__ = ["OBJECTIVES", "SweepStudy", "make_sampler"]
+
+OBJECTIVES = ("val_avg_f1", "val_eopp1")
+DIRECTIONS = ("maximize", "minimize")
+PARAMS = ("beta", "step_ratio", "final_ratio")
+
+
+def _constraints(trial: Any) -> list[float]:
+    """Optuna constraints_func (Optuna < 5): <= 0 is feasible; no value counts as infeasible."""
+    return list(trial.user_attrs.get("constraint", [1.0]))
+
+
+def make_sampler(kind: str, *, seed: int, num_trials: int, constrained: bool = True) -> Any:
+    """An Optuna sampler for the 2-objective search, with the F1-floor constraint where supported."""
+    import optuna
+
+    # Optuna >= 5 reads constraints that trials set (Trial.set_constraint); older needs constraints_func
+    cons = _constraints if constrained and not hasattr(optuna.trial.Trial, "set_constraint") else None
+    startup = max(4, min(10, num_trials // 3))
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=max(4, min(20, num_trials // 4)), constraints_func=cons
+        )
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constraints_func=cons)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=cons)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def set_constraint(trial: Any, value: float) -> None:
+    """Record ``floor - F1`` on an asked trial, where this Optuna's samplers read it."""
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5
+        trial.set_constraint("f1_floor", value)
+    trial.set_user_attr("constraint", [value])  # older Optuna: read by constraints_func
+
+
+class SweepStudy:
+    """The study of one sweep, in ``<directory>/optuna.journal``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        space: SearchSpace,
+        sampler: str,
+        seed: int,
+        num_trials: int,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.log = log
+        self.storage = JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
+        self.study = optuna.create_study(
+            storage=self.storage,
+            study_name=name,
+            directions=list(DIRECTIONS),
+            load_if_exists=True,
+            sampler=make_sampler(sampler, seed=seed, num_trials=num_trials),
+        )
+        if list(self.study.metric_names or []) != list(OBJECTIVES):
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(OBJECTIVES))
+        self._asked: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher; a log function may not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "log"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.log = print
+
+    # -- setting up -----------------------------------------------------------------------------
+    def enqueue_paper_settings(self) -> None:
+        for point in PAPER_SETTINGS:
+            if self.space.contains(point):
+                self.study.enqueue_trial(point)
+            else:
+                self.log(f"note: the paper's setting {point} lies outside the search space; not enqueued")
+
+    def requeue_interrupted(self) -> None:
+        """Trials a stopped sweep left RUNNING (process gone) or PRUNED: FAIL them and queue their
+        settings again, once."""
+        from optuna.trial import TrialState
+
+        done = self._requeued()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED)):
+            if t.number in done:
+                continue
+            if t.state == TrialState.RUNNING:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            self._requeue(t.number, t.params)
+
+    def _requeue(self, number: int, params: dict[str, Any]) -> None:
+        self.study.enqueue_trial({k: params[k] for k in PARAMS if k in params}, user_attrs={"requeued_from": number})
+        self.log(f"trial {number} was interrupted; its settings are queued to run again")
+
+    def _requeued(self) -> set[int]:
+        return {
+            int(t.user_attrs["requeued_from"])
+            for t in self.study.get_trials(deepcopy=False)
+            if "requeued_from" in t.user_attrs
+        }
+
+    # -- counting -------------------------------------------------------------------------------
+    def finished_count(self) -> int:
+        """Trials that used budget: completed, and failed ones that were not re-queued."""
+        from optuna.trial import TrialState
+
+        requeued = self._requeued()
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        failed = [
+            t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in requeued
+        ]
+        return len(done) + len(failed)
+
+    def completed_run_ids(self) -> set[str]:
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return {t.user_attrs.get("mlflow_run_id", "") for t in trials}
+
+    # -- ask and tell ---------------------------------------------------------------------------
+    def ask(self) -> tuple[int, dict[str, float]]:
+        """The next settings to try: (trial number, {beta, step_ratio, final_ratio})."""
+        from optuna.distributions import FloatDistribution
+
+        dists = {k: FloatDistribution(lo, hi) for k, (lo, hi) in self.space.ranges().items()}
+        trial = self.study.ask(dists)
+        self._asked[trial.number] = trial
+        return trial.number, {k: float(trial.params[k]) for k in PARAMS}
+
+    def tell(self, number: int, *, f1: float, eopp1: float, floor: float, run_id: str = "") -> None:
+        """A finished trial's objectives and its F1-floor constraint."""
+        trial = self._asked.pop(number)
+        set_constraint(trial, floor - f1)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        self.study.tell(trial, [f1, eopp1])
+
+    def tell_failed(self, number: int, *, interrupted: bool) -> None:
+        """A trial that errored (counts against the budget) or was interrupted (runs again)."""
+        from optuna.trial import TrialState
+
+        trial = self._asked.pop(number, None)
+        if trial is None:
+            return
+        self.study.tell(trial, state=TrialState.FAIL)
+        if interrupted:
+            self._requeue(number, trial.params)

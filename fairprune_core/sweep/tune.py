@@ -1,0 +1,172 @@
+"""Ray Tune wiring of the sweep: a searcher over the study, the trainable, the live table.
+
+Everything Ray Tune lives here. The searcher is a plain :class:`ray.tune.search.Searcher`
+around :class:`~fairprune_core.sweep.study.SweepStudy` (Optuna's ask/tell), so no private
+attribute of Tune's own Optuna integration is needed. Module-level classes: Tune pickles its
+searcher and callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from ..config import SweepConfig
+from .study import SweepStudy
+from .table import PROGRESS_HEADER, progress_row, trial_status
+from .trial import TrialContext, TrialSettings, run_trial
+
+__all__ = ["ProgressTable", "StudySearcher", "run_trials"]
+
+
+class StudySearcher(Searcher):
+    """Tune's suggestions come from the study; finished trials are told back to it."""
+
+    def __init__(self, study: SweepStudy, floor: float) -> None:
+        super().__init__(metric="val_avg_f1", mode="max")  # Tune's bookkeeping; both objectives go to the study
+        self.study = study
+        self.floor = floor
+        self._numbers: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        number, params = self.study.ask()
+        self._numbers[trial_id] = number
+        return {**params, "trial_number": number}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._numbers.pop(trial_id, None)
+        if number is None:
+            return
+        if result and result.get("final") and not error:
+            self.study.tell(
+                number,
+                f1=float(result["val_avg_f1"]),
+                eopp1=float(result["val_eopp1"]),
+                floor=self.floor,
+                run_id=str(result.get("mlflow_run_id", "")),
+            )
+        else:  # an error counts against the budget; a trial stopped before its final report runs again
+            self.study.tell_failed(number, interrupted=not error)
+
+    def save(self, checkpoint_path: str) -> None:
+        # the study keeps its own state in its journal; this only records the trials in flight
+        with open(checkpoint_path, "w") as f:
+            json.dump(self._numbers, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass  # a resumed sweep starts a new Tune run over the same study
+
+
+class ProgressTable(Callback):
+    """A live table of the sweep: one row per finished (or failed) trial."""
+
+    def __init__(self, total: int, already: int, log: Callable[[str], None] = print) -> None:
+        self.total = total
+        self.done = already
+        self.log = log
+        self.started = time.monotonic()
+        log(PROGRESS_HEADER)
+        log("-" * (len(PROGRESS_HEADER) + 24))
+
+    def _row(self, trial: Any, status: str) -> None:
+        self.done += 1
+        secs = time.monotonic() - self.started
+        self.log(progress_row(trial.config, trial.last_result or {}, status, self.done, self.total, secs))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._row(trial, trial_status(trial.last_result or {}))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._row(trial, "ERROR (see the Tune log)")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "log"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.log = print
+
+
+def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune trainable: one trial, logged to MLflow as a child of the sweep's parent run."""
+    import torch
+
+    from ..distributed import CurvaturePool
+    from ..model import ModelConfig
+    from ..tracking import MlflowTracker
+
+    torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
+    settings = TrialSettings(
+        int(config.get("trial_number", -1)),
+        float(config["beta"]),
+        float(config["step_ratio"]),
+        float(config["final_ratio"]),
+    )
+    tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id)
+    pool = None
+    tags: dict[str, str] = {}
+    if ctx.workers:
+        pool = CurvaturePool(
+            ModelConfig(**ctx.problem.model_config),
+            ctx.problem.curvature,
+            num_workers=ctx.workers,
+            cpus_per_worker=ctx.cpus_per_worker,
+            gpus_per_worker=ctx.gpus_per_worker,
+        )
+        # where this trial's curvature workers run (one per bundle of its placement group)
+        tags["curvature_nodes"] = ",".join(sorted(i["node_id"] for i in pool.worker_info))
+    try:
+        run_trial(settings, ctx, tracker=tracker, report=tune.report, curvature=pool, tags=tags)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _resources(cfg: SweepConfig) -> Any:
+    from ..distributed import worker_bundles
+
+    if not cfg.workers_per_trial:
+        return {"cpu": cfg.cpus_per_trial}
+    bundles = worker_bundles(
+        cfg.workers_per_trial, cpus_per_worker=cfg.cpus_per_worker, gpus_per_worker=cfg.gpus_per_worker
+    )
+    return tune.PlacementGroupFactory([{"CPU": cfg.cpus_per_trial}, *bundles], strategy="SPREAD")
+
+
+def run_trials(
+    cfg: SweepConfig,
+    ctx: TrialContext,
+    study: SweepStudy,
+    *,
+    already: int,
+    invocation: int,
+    log: Callable[[str], None] = print,
+) -> bool:
+    """Run the remaining trials of the study on Ray Tune; True when the run was interrupted."""
+    remaining = cfg.num_trials - already
+    # per-step progress reports deliberately lack the objectives (see trial.py)
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(study, ctx.f1_floor), num_samples=remaining, max_concurrent_trials=cfg.concurrency
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str((cfg.directory / "tune").resolve()),
+            name=f"run-{invocation}",
+            verbose=0,
+            callbacks=[ProgressTable(cfg.num_trials, already, log)],
+        ),
+    )
+    try:
+        results = tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
+    except KeyboardInterrupt:
+        return True
+    return results.num_terminated + results.num_errors < remaining

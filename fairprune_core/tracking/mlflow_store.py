@@ -1,0 +1,283 @@
+"""Everything FairPrune asks of MLflow, in one module (an MLflow upgrade touches only this file).
+
+:class:`MlflowTracker` implements :class:`~fairprune_core.tracking.base.Tracker`; the functions
+around it resolve and check tracking URIs and log sparse pruned models. MLflow is imported
+inside functions only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from .base import LoggedModel, TrackingError
+
+__all__ = [
+    "MlflowTracker",
+    "check_tracking_uri",
+    "experiment_id",
+    "is_remote",
+    "log_pruned_model",
+    "logged_model_bytes",
+    "resolve_tracking_uri",
+]
+
+_REMOTE_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """An absolute tracking URI: ``uri``, else MLflow's own default (``sqlite:///<cwd>/mlflow.db``).
+
+    Trials run in other working directories, so relative defaults are resolved here, once.
+    """
+    import mlflow
+
+    if uri:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            return Path(parsed.path if parsed.scheme else uri).resolve().as_uri()
+        if parsed.scheme == "sqlite" and not uri.startswith("sqlite:////"):
+            return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+        return uri
+    default = mlflow.get_tracking_uri()  # honours $MLFLOW_TRACKING_URI
+    return resolve_tracking_uri(default) if default else default
+
+
+def is_remote(uri: str) -> bool:
+    return urlparse(uri).scheme in _REMOTE_SCHEMES
+
+
+def check_tracking_uri(uri: str, *, multi_node: bool, timeout_s: float = 5.0) -> None:
+    """Fail early and clearly: a local store on a multi-node cluster, or an unreachable server."""
+    if multi_node and not is_remote(uri):
+        raise TrackingError(
+            f"the sweep runs on a multi-node Ray cluster, but the MLflow tracking URI {uri!r} is a local "
+            f"path that the other nodes cannot see; pass the cluster's tracking server, e.g. "
+            f"--tracking-uri http://<head-private-ip>:5000"
+        )
+    if urlparse(uri).scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {uri} ({exc}); start it "
+                f"(mlflow server --host 127.0.0.1 --port 5000) or pass another --tracking-uri"
+            ) from exc
+
+
+def experiment_id(uri: str, name: str) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else mlflow.create_experiment(name)
+
+
+def log_pruned_model(
+    model: torch.nn.Module,
+    masks: Mapping[str, torch.Tensor] | None,
+    *,
+    name: str = "model",
+    tags: Mapping[str, str] | None = None,
+) -> Any:
+    """Log a (pruned) model to the active run as an MLflow PyTorch model; returns its ModelInfo.
+
+    Pruned models are stored sparsely (:mod:`fairprune_core.export`); ``mlflow.pytorch.load_model``
+    on the returned ``model_uri`` gives a module that predicts exactly like ``model``.
+    """
+    import mlflow
+
+    from ..export import to_pruned_module
+
+    module = to_pruned_module(model, masks) if masks else to_pruned_module(model, {})
+    module.eval()
+    return mlflow.pytorch.log_model(
+        module,
+        name=name,
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "fairprune"],
+        tags=dict(tags or {}),
+    )
+
+
+def logged_model_bytes(model_id: str) -> int:
+    """Total size of a logged model's artifacts (all files, recursively)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+
+    def walk(path: str | None) -> int:
+        total = 0
+        for f in client.list_logged_model_artifacts(model_id, path=path):
+            total += walk(f.path) if f.is_dir else int(f.file_size or 0)
+        return total
+
+    return walk(None)
+
+
+def _strip_prefixes(runs: Any) -> Any:
+    """``search_runs`` columns without MLflow's ``metrics.``/``params.``/``tags.`` prefixes."""
+    renamed = {}
+    for col in runs.columns:
+        for prefix in ("metrics.", "params.", "tags."):
+            if col.startswith(prefix):
+                name = col[len(prefix) :]
+                if name not in renamed.values():  # metrics win over params, params over tags
+                    renamed[col] = name
+                break
+    return runs[["run_id", *renamed]].rename(columns=renamed)
+
+
+class MlflowTracker:
+    """:class:`~fairprune_core.tracking.base.Tracker` on an MLflow tracking store.
+
+    ``uri`` must be absolute (see :func:`resolve_tracking_uri`): trials run in other working
+    directories. A run started while another is open in this process is its child; otherwise
+    it is a child of ``parent_run_id`` when given (a sweep trial in a Ray worker).
+    """
+
+    enabled = True
+
+    def __init__(self, uri: str, experiment: str, *, parent_run_id: str | None = None) -> None:
+        self.uri = uri
+        self.experiment_id = experiment
+        self.parent_run_id = parent_run_id
+
+    @classmethod
+    def connect(cls, uri: str | None, experiment_name: str, *, multi_node: bool = False) -> MlflowTracker:
+        """Resolve and check ``uri`` (clear errors), then create or find the experiment."""
+        uri = resolve_tracking_uri(uri)
+        check_tracking_uri(uri, multi_node=multi_node)
+        return cls(uri, experiment_id(uri, experiment_name))
+
+    def _client(self) -> Any:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.uri)
+        return MlflowClient(self.uri)
+
+    @contextmanager
+    def run(self, name: str, *, tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[str]:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        active = mlflow.active_run()
+        parent = active.info.run_id if active is not None else self.parent_run_id
+        with mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else self.experiment_id,
+            run_name=None if run_id else name,
+            parent_run_id=None if run_id else parent,
+            nested=parent is not None and not run_id,
+            tags=dict(tags or {}),
+        ) as started:
+            yield started.info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics(dict(metrics), step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
+    def log_model(self, model: Any, masks: Mapping[str, Any] | None, *, tags: Mapping[str, str]) -> LoggedModel:
+        info = log_pruned_model(model, masks, tags={**tags, "pareto_optimal": "false"})
+        try:
+            size = logged_model_bytes(info.model_id)
+        except Exception:  # an artifact store that cannot list sizes: report unknown, do not fail the run
+            size = -1
+        return LoggedModel(info.model_id, info.model_uri, size)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_array(self, array: Any, artifact_file: str) -> None:
+        """Log a numpy array as a ``.npy`` artifact."""
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, os.path.basename(artifact_file))
+            np.save(path, array)
+            self.log_file(path, os.path.dirname(artifact_file) or None)
+
+    def log_frame(self, frame: Any, stem: str) -> None:
+        """Log a pandas DataFrame as Parquet and CSV artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            frame.to_parquet(os.path.join(tmp, f"{stem}.parquet"), index=False)
+            frame.to_csv(os.path.join(tmp, f"{stem}.csv"), index=False)
+            self.log_file(os.path.join(tmp, f"{stem}.parquet"))
+            self.log_file(os.path.join(tmp, f"{stem}.csv"))
+
+    def _search(self, filter_string: str) -> Any:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        return mlflow.search_runs(experiment_ids=[self.experiment_id], filter_string=filter_string, max_results=50000)
+
+    def finished_runs(self, sweep_id: str, method: str | None = None) -> Any:
+        """FINISHED child runs of one sweep: a DataFrame with ``run_id`` and one column per
+        metric, param and tag (plain names)."""
+        filt = f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'"
+        if method:
+            filt += f" and tags.method = '{method}'"
+        runs = self._search(filt)
+        return _strip_prefixes(runs) if not runs.empty else runs
+
+    def close_unfinished(self, sweep_id: str, completed: set[str]) -> tuple[int, int]:
+        """Close this sweep's runs an interrupted sweep left RUNNING.
+
+        A run whose trial the study recorded as complete (``completed`` run ids) had logged
+        everything: it is marked FINISHED. Any other is marked KILLED (its trial runs again).
+        Returns (finished, killed).
+        """
+        runs = self._search(
+            f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING' and tags.method != 'sweep'"
+        )
+        client = self._client()
+        finished = killed = 0
+        for run_id in runs.get("run_id", []):
+            status = "FINISHED" if run_id in completed else "KILLED"
+            client.set_terminated(run_id, status=status)
+            finished, killed = (finished + 1, killed) if status == "FINISHED" else (finished, killed + 1)
+        return finished, killed
+
+    def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
+        """Tag runs (and their logged models) ``pareto_optimal`` = "true"/"false"."""
+        import mlflow
+
+        client = self._client()
+        for run_id, flag in flags.items():
+            value = "true" if flag else "false"
+            client.set_tag(run_id, "pareto_optimal", value)
+            model_id = model_ids.get(run_id)
+            if model_id:
+                mlflow.set_logged_model_tags(model_id, {"pareto_optimal": value})
