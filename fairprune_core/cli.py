@@ -287,10 +287,11 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: Any, con
     if not args.workers:
         return None
     from .distributed import CurvaturePool
+    from .hessian import CurvatureConfig
 
     return CurvaturePool(
         model_config,
-        config.curvature_config(),
+        CurvatureConfig.of(config),
         num_workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,

@@ -115,17 +115,6 @@ class PruneConfig:
             "fitzpatrick17k": dict(batch_size=2, num_batches=500, estimator="mc"),
         }.get(dataset_name, dict(batch_size=32, num_batches=8))
 
-    def curvature_config(self) -> Any:
-        """The :class:`fairprune_core.hessian.CurvatureConfig` of this run."""
-        from .hessian import CurvatureConfig
-
-        return CurvatureConfig(
-            estimator=self.estimator,  # type: ignore[arg-type]
-            mc_samples=self.mc_samples,
-            max_sub_batch=self.max_sub_batch,
-            seed=self.seed,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

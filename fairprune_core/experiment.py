@@ -124,7 +124,7 @@ def build_problem(
         data=curvature_data(dataset, config, privileged),
         val=dataset.split("val"),
         test=dataset.split("test"),
-        curvature=config.curvature_config(),
+        curvature=CurvatureConfig.of(config),
     )
 
 

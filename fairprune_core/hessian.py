@@ -42,7 +42,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .config import ESTIMATORS
+from .config import ESTIMATORS, PruneConfig
 
 __all__ = [
     "ESTIMATORS",
@@ -99,6 +99,16 @@ class CurvatureConfig:
             raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
         if self.max_sub_batch is not None and self.max_sub_batch < 1:
             raise ValueError(f"max_sub_batch must be >= 1 or None, got {self.max_sub_batch}")
+
+    @classmethod
+    def of(cls, prune: PruneConfig) -> CurvatureConfig:
+        """The curvature settings of one pruning run."""
+        return cls(
+            estimator=prune.estimator,  # type: ignore[arg-type]
+            mc_samples=prune.mc_samples,
+            max_sub_batch=prune.max_sub_batch,
+            seed=prune.seed,
+        )
 
 
 @dataclass

@@ -104,6 +104,25 @@ def test_a_killed_worker_is_restarted_and_the_step_result_is_unchanged(local_ray
         t.join(timeout=120)
         assert not t.is_alive()
         assert pool.stats.restarts + pool.stats.replacements >= 1
+        # the pool's record of its workers follows the restart (a trial's curvature_nodes tag reads it)
+        assert pool.worker_info[1]["pid"] != victim
+        assert pool.worker_info[1]["pid"] == ray.get(pool.actors[1].info.remote())["pid"]
+    _assert_same(result, expected)
+
+
+def test_a_replaced_worker_is_recorded(local_ray, problem):
+    """With no restarts allowed, a dead actor is replaced by a new one; worker_info names the new one."""
+    config, model, s0, _ = problem
+    cfg = CurvatureConfig()
+    expected = LocalCurvature(cfg).compute(model, [("a", s0)], step=0)
+    with CurvaturePool(config, cfg, num_workers=2, max_restarts=0) as pool:
+        victim = pool.worker_info[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(1.0)
+        result = pool.compute(model, [("a", s0)], step=0)
+        assert pool.stats.replacements == 1
+        info = pool.worker_info[0]
+        assert info["pid"] != victim and info == ray.get(pool.actors[0].info.remote())
     _assert_same(result, expected)
 
 

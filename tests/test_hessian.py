@@ -202,3 +202,46 @@ def test_empty_and_invalid_input():
         hessian_diagonal(tiny_cnn(), [])
     with pytest.raises(ValueError, match="unknown estimator 'kfac'"):
         hessian_diagonal(tiny_cnn(), [], estimator="kfac")
+
+
+def tiny_smooth_net(seed: int = 0, classes: int = 3) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 4), nn.Sigmoid(), nn.Linear(4, classes)).double()
+    for p in net.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    return net
+
+
+def brute_force_ggn_diagonal(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """diag(J^T H_z J) of the mean cross-entropy, H_z = diag(p) - p p^T, J = d logits / d theta (autograd)."""
+    params = dict(net.named_parameters())
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(len(y)):
+        z = net(x[i : i + 1])[0]
+        p = torch.softmax(z, 0).detach()
+        h = torch.diag(p) - torch.outer(p, p)
+        rows = [torch.autograd.grad(z[k], list(params.values()), retain_graph=True) for k in range(len(z))]
+        for j, name in enumerate(params):
+            jac = torch.stack([r[j].reshape(-1) for r in rows])  # (K, P)
+            out[name] += torch.einsum("kp,kl,lp->p", jac, h, jac).reshape(params[name].shape) / len(y)
+    return out
+
+
+def test_exact_refuses_a_smooth_activation_and_ggn_names_what_it_computes():
+    net = tiny_smooth_net()
+    x, y = data(dtype=torch.float64)
+    with pytest.raises(UnsupportedLayerError, match=r"Sigmoid.*estimator 'ggn'"):
+        hessian_diagonal(net, [(x, y)], estimator="exact")
+    got = hessian_diagonal(net, [(x, y)], estimator="ggn")
+    assert_close(got, brute_force_ggn_diagonal(net, x, y), rtol=1e-10)
+    # and that GGN diagonal is NOT the Hessian diagonal here: calling it "exact" would have been wrong
+    hess = brute_force_diagonal(net, x, y)
+    assert (got["1.weight"] - hess["1.weight"]).abs().max() > 1e-3 * hess["1.weight"].abs().max()
+
+
+def test_ggn_equals_exact_on_a_piecewise_linear_network():
+    net = tiny_cnn()
+    x, y = data()
+    assert_close(
+        hessian_diagonal(net, [(x, y)], estimator="ggn"), hessian_diagonal(net, [(x, y)], estimator="exact"), 0
+    )

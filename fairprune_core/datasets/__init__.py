@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..config import DATASET_NAMES
 from ._base import SPLITS, DatasetError, DermDataset, SplitArrays
 from .fitzpatrick import load_fitzpatrick17k
 from .isic import load_isic2019
@@ -28,7 +29,7 @@ __all__ = [
     "load_synthetic",
 ]
 
-DATASETS = ("synthetic", "fitzpatrick17k", "isic2019")
+DATASETS = DATASET_NAMES
 _SYNTHETIC_FIELDS = {f.name for f in fields(SyntheticConfig)}
 
 

@@ -1,0 +1,161 @@
+"""The experiment engine: every registered method through one suite, the runner, the trial body
+(no Ray, no MLflow), and the curvature device rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from fairprune_core.checkpoint import Checkpoint
+from fairprune_core.config import PruneConfig
+from fairprune_core.evaluation import predict
+from fairprune_core.experiment import Experiment, build_problem
+from fairprune_core.masks import prunable_parameters
+from fairprune_core.methods import METHOD_NAMES, make_method, method_class
+from fairprune_core.methods.base import Method
+from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.pruning import LocalCurvature
+from fairprune_core.sweep.front import is_feasible
+from fairprune_core.sweep.trial import TrialContext, TrialSettings, run_trial
+
+# small settings for each method, so the suite runs in seconds
+SMALL = {
+    "vanilla": {},
+    "obd": {"step_ratio": 0.05, "final_ratio": 0.1},
+    "fairprune": {"step_ratio": 0.05, "final_ratio": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def problem(synthetic):
+    model = build_model(ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16), seed=0).eval()
+    ckpt = Checkpoint(
+        model=model,
+        model_config=model.config,
+        class_names=synthetic.class_names,
+        group_names=synthetic.group_names,
+        dataset_name=synthetic.name,
+        manifest_fingerprint=synthetic.manifest_fingerprint,
+        meta={},
+    )
+    config = PruneConfig(batch_size=8, num_batches=2)
+    return build_problem(synthetic, ckpt, config, log=lambda s: None)
+
+
+def test_every_registered_method_is_in_the_small_settings():
+    assert set(METHOD_NAMES) == set(SMALL), "add the new method's small settings to SMALL"
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_runs_through_the_engine(name, problem):
+    method = make_method(name, **SMALL[name])
+    assert isinstance(method, Method) and method.name == name
+    experiment = Experiment(problem, n_boot=50, log=None)
+    before = {k: v.clone() for k, v in experiment.model.state_dict().items()}
+    record = experiment.run_method(method)
+    # the pre-trained model is never modified
+    assert all(torch.equal(before[k], v) for k, v in experiment.model.state_dict().items())
+    assert record.output.model is not experiment.model
+    masks = record.output.masks
+    if masks is not None:
+        assert set(masks) == set(prunable_parameters(record.output.model))
+        for n, m in masks.items():
+            assert m.dtype == torch.bool and (record.output.model.get_parameter(n)[~m] == 0).all()
+        assert record.achieved_ratio == pytest.approx(SMALL[name]["final_ratio"], abs=1e-4)
+        assert record.output.history[0]["step"] == 0 and len(record.output.history) >= 2
+    # the record's metrics are those of the returned model, checked against scikit-learn
+    for split in ("val", "test"):
+        data = problem.split(split)
+        pred = predict(record.output.model, data.images).argmax(1)
+        np.testing.assert_array_equal(record.metrics[split]["predictions"], pred)
+        for g in (0, 1):
+            sel = data.groups == g
+            labels = np.unique(data.labels[sel])
+            ref = f1_score(data.labels[sel], pred[sel], labels=labels, average="macro", zero_division=0)
+            assert record.metrics[split]["groups"][g]["f1"] == pytest.approx(ref)
+        assert (name == "vanilla") == (split not in record.vs_vanilla)
+    flat = record.flat()
+    assert {"val_avg_f1", "val_eopp1", "test_eopp1", "val_eopp1_ci_low", "test_avg_f1_ci_high"} <= set(flat)
+
+
+def test_registry_errors_name_the_choices():
+    with pytest.raises(ValueError, match="unknown method 'kfac'; choose one of vanilla, obd, fairprune"):
+        method_class("kfac")
+    with pytest.raises(ValueError, match="no hyper-parameter gamma; it takes beta, final_ratio"):
+        make_method("fairprune", gamma=1.0)
+    with pytest.raises(ValueError, match="final_ratio"):
+        make_method("obd", step_ratio=0.5, final_ratio=0.2)
+
+
+def test_vanilla_equals_the_pre_trained_model_and_pruning_is_paired_against_it(problem):
+    experiment = Experiment(problem, n_boot=50, log=None)
+    vanilla, obd = experiment.run([make_method("vanilla"), make_method("obd", **SMALL["obd"])])
+    np.testing.assert_array_equal(vanilla.metrics["val"]["predictions"], experiment.vanilla_predictions("val"))
+    d = obd.vs_vanilla["val"]["eopp1"]
+    assert d["delta"] == pytest.approx(obd.metrics["val"]["eopp1"] - vanilla.metrics["val"]["eopp1"])
+
+
+# -- curvature follows the model's device -------------------------------------------------------
+def test_local_curvature_follows_the_model_device_unless_told(problem):
+    model = problem.build_model()
+    assert LocalCurvature(problem.curvature).engine_device(model) == torch.device("cpu")
+    meta = build_model(ModelConfig(**problem.model_config)).to("meta")
+    assert LocalCurvature(problem.curvature).engine_device(meta) == torch.device("meta")
+    assert LocalCurvature(problem.curvature, device="cpu").engine_device(meta) == torch.device("cpu")
+    assert Experiment(problem, log=None).curvature.device is None  # the runner never pins the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_curvature_of_a_gpu_model_is_computed_on_the_gpu(problem):
+    model = problem.build_model().cuda()
+    backend = LocalCurvature(problem.curvature)
+    backend.compute(model, [("all", problem.data.all)], 0)
+    assert next(backend._engine.model.parameters()).is_cuda
+
+
+# -- the sweep's trial body, without Ray or MLflow ----------------------------------------------
+@pytest.fixture(scope="module")
+def trial_context(problem):
+    experiment = Experiment(problem, log=None)
+    data = problem.data
+    initial = experiment.curvature.compute(
+        experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
+    )
+    return TrialContext(problem, initial, f1_floor=0.0, n_boot=50)
+
+
+def test_trial_reports_each_step_then_its_final_record(trial_context):
+    reports: list[dict] = []
+    rec = run_trial(TrialSettings(7, 0.2, 0.05, 0.1), trial_context, report=reports.append)
+    steps = [r for r in reports if not r["final"]]
+    assert [r["pruning_step"] for r in steps] == [0, 1, 2]
+    final = reports[-1]
+    assert final["final"] and final["trial_number"] == 7
+    assert final["val_avg_f1"] == rec.val_avg_f1 and final["constraint"] == [0.0 - rec.val_avg_f1]
+    assert rec.feasible and not rec.aborted and rec.achieved_ratio == pytest.approx(0.1, abs=1e-4)
+
+
+def test_a_step_above_the_final_ratio_runs_with_step_equal_final(trial_context):
+    rec = run_trial(TrialSettings(1, 0.2, 0.3, 0.1), trial_context)
+    assert rec.step_ratio == 0.1 and rec.achieved_ratio == pytest.approx(0.1, abs=1e-4)
+
+
+def test_reaching_the_fairness_target_is_feasible_falling_below_the_floor_is_not(trial_context):
+    from dataclasses import replace
+
+    # the target (Eopp1 <= 1) is met after the first step: the paper's stopping rule, a success
+    reached = run_trial(TrialSettings(2, 0.2, 0.05, 0.3), replace(trial_context, stop_eopp1=1.0))
+    assert reached.reached_target and not reached.aborted and reached.feasible
+    assert reached.achieved_ratio == pytest.approx(0.05, abs=1e-4)
+    # a floor above any F1: the first step aborts the trial, which is infeasible
+    aborted = run_trial(TrialSettings(3, 0.2, 0.05, 0.3), replace(trial_context, f1_floor=2.0))
+    assert aborted.aborted and not aborted.reached_target and not aborted.feasible
+    assert "below the floor" in aborted.stop_reason
+
+
+def test_the_feasibility_rule():
+    assert is_feasible(0.8, 0.7, aborted=False)
+    assert not is_feasible(0.6, 0.7, aborted=False)
+    assert not is_feasible(0.8, 0.7, aborted=True)

@@ -1,0 +1,164 @@
+"""The sweep's Optuna study without Ray, and what a resume may change."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from fairprune_core.cli import apply_config_file, explicit_dests
+from fairprune_core.config import PAPER_SETTINGS, SearchSpace, SweepConfig
+from fairprune_core.sweep.state import SweepState
+from fairprune_core.sweep.study import OBJECTIVES, SweepStudy
+
+from .conftest import REPO
+
+
+def _study(tmp_path, **kw) -> SweepStudy:
+    opts = dict(space=SearchSpace(), sampler="tpe", seed=0, num_trials=10, log=lambda s: None) | kw
+    return SweepStudy(tmp_path, "s", **opts)
+
+
+def test_paper_settings_first_then_the_sampler_within_the_space(tmp_path):
+    study = _study(tmp_path)
+    study.enqueue_paper_settings()
+    asked = [study.ask() for _ in range(4)]
+    assert [p for _, p in asked[:2]] == list(PAPER_SETTINGS)
+    for _, p in asked[2:]:
+        assert SearchSpace().contains(p)
+    assert [n for n, _ in asked] == [0, 1, 2, 3]
+
+
+def test_told_trials_carry_objectives_constraint_and_run_id(tmp_path):
+    study = _study(tmp_path)
+    number, _ = study.ask()
+    study.tell(number, f1=0.8, eopp1=0.1, floor=0.85, run_id="abc")
+    (t,) = study.study.get_trials(states=(TrialState.COMPLETE,))
+    assert t.values == [0.8, 0.1]
+    assert t.user_attrs["mlflow_run_id"] == "abc" and study.completed_run_ids() == {"abc"}
+    constraints = t.constraints.values() if isinstance(t.constraints, dict) else t.constraints
+    assert list(constraints) == [pytest.approx(0.05)]  # > 0: infeasible, as the samplers read it
+    assert study.study.metric_names == list(OBJECTIVES)
+
+
+def test_interrupted_trials_run_again_and_do_not_use_budget_errors_do(tmp_path):
+    study = _study(tmp_path, sampler="random")
+    a, _ = study.ask()
+    b, _ = study.ask()
+    study.tell(a, f1=0.8, eopp1=0.1, floor=0.5)
+    study.tell_failed(b, interrupted=False)  # an error: counts
+    c, pc = study.ask()
+    study.tell_failed(c, interrupted=True)  # stopped before its final report: runs again
+    assert study.finished_count() == 2
+    d, pd_ = study.ask()
+    assert pd_ == pc and d not in (a, b, c)
+
+
+def test_a_sweep_killed_mid_trial_requeues_it_once_on_reopening(tmp_path):
+    study = _study(tmp_path, sampler="random")
+    n, params = study.ask()  # RUNNING when the driver dies
+    del study
+    reopened = _study(tmp_path, sampler="random")
+    reopened.requeue_interrupted()
+    reopened.requeue_interrupted()  # idempotent
+    states = {t.number: t.state for t in reopened.study.get_trials()}
+    assert states[n] == TrialState.FAIL
+    assert sum(s == TrialState.WAITING for s in states.values()) == 1
+    assert reopened.finished_count() == 0
+    assert reopened.ask()[1] == params
+
+
+def test_the_journal_is_what_optuna_dashboard_reads(tmp_path):
+    study = _study(tmp_path)
+    n, _ = study.ask()
+    study.tell(n, f1=0.7, eopp1=0.2, floor=0.5)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    )
+    loaded = optuna.load_study(study_name="s", storage=storage)
+    assert loaded.metric_names == list(OBJECTIVES) and len(loaded.trials) == 1
+
+
+# -- resume: honour what may change, refuse what would change the study -------------------------
+@pytest.fixture(scope="module")
+def pareto():
+    spec = importlib.util.spec_from_file_location("pareto_entry", REPO / "sweeps" / "pareto.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _state(pareto, argv: list[str]) -> SweepState:
+    parser = pareto._parser()
+    args = parser.parse_args(argv)
+    cfg = SweepConfig(name="s", num_trials=args.trials, sampler=args.sampler)
+    return SweepState(
+        "id", "run", "1", "sqlite:///x", 0, 0.5, "fp", cfg.to_dict(), {}, "ckpt", flags=pareto._plain(vars(args))
+    )
+
+
+def _resume(pareto, state: SweepState, argv: list[str], tmp_path=None):
+    parser = pareto._parser()
+    from_file = apply_config_file(parser, argv)
+    args = parser.parse_args(argv)
+    return pareto._resumed_config(args, explicit_dests(parser, argv) | from_file, state)
+
+
+@pytest.mark.parametrize("argv", [["--trials=40"], ["--trials", "40"], ["--tri", "40"]])
+def test_resume_honours_the_trial_count_in_any_spelling(pareto, argv):
+    state = _state(pareto, ["--trials", "12"])
+    assert _resume(pareto, state, ["--resume", *argv]).num_trials == 40
+
+
+def test_resume_honours_a_config_file_and_what_may_change(pareto, tmp_path):
+    state = _state(pareto, ["--trials", "12"])
+    (tmp_path / "more.yaml").write_text("trials: 30\nconcurrency: 4\n")
+    cfg = _resume(pareto, state, ["--resume", "--config", str(tmp_path / "more.yaml"), "--workers-per-trial", "2"])
+    assert (cfg.num_trials, cfg.concurrency, cfg.workers_per_trial) == (30, 4, 2)
+    assert cfg.sampler == "gp"  # unchanged
+
+
+def test_resume_accepts_the_original_command_repeated(pareto):
+    argv = ["--trials", "12", "--sampler", "tpe", "--beta-range", "0", "0.5"]
+    state = _state(pareto, argv)
+    assert _resume(pareto, state, [*argv, "--resume"]).num_trials == 12
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--sampler", "tpe"], "--sampler tpe (the sweep has gp)"),
+        (["--beta-range", "0", "0.5"], "--beta-range [0.0, 0.5]"),
+        (["--estimator", "mc"], "--estimator mc"),
+        (["--width", "0.5"], "--width 0.5"),
+        (["--f1-floor", "0.5"], "--f1-floor 0.5"),
+    ],
+)
+def test_resume_refuses_what_would_change_the_study(pareto, argv, words):
+    state = _state(pareto, ["--trials", "12"])
+    with pytest.raises(ValueError, match="would change the study") as err:
+        _resume(pareto, state, ["--resume", *argv])
+    assert words in str(err.value)
+
+
+def test_a_sweep_config_refuses_resumed_changes_to_the_study():
+    cfg = SweepConfig(name="s")
+    assert cfg.resumed(num_trials=50).num_trials == 50
+    with pytest.raises(ValueError, match="cannot change sampler"):
+        cfg.resumed(sampler="tpe")
+
+
+def test_state_round_trips_and_reads_the_older_layout(tmp_path):
+    state = SweepState("id", "run", "1", "uri", 1, 0.5, "fp", SweepConfig(name="s").to_dict(), {}, "c")
+    state.baselines = {"vanilla": {"val_avg_f1": 0.9}}
+    state.save(tmp_path)
+    loaded = SweepState.load(tmp_path)
+    assert loaded.sweep_config() == state.sweep_config() and loaded.baselines == state.baselines
+    assert (loaded.sweep_id, loaded.parent_run_id, loaded.privileged) == ("id", "run", 1)
+    old = json.loads((tmp_path / "sweep.json").read_text())
+    old.update(old.pop("baselines"), obd={"val_avg_f1": 0.8})
+    (tmp_path / "sweep.json").write_text(json.dumps(old))
+    assert set(SweepState.load(tmp_path).baselines) == {"vanilla", "obd"}
