@@ -20,21 +20,22 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from .backends import CurvatureBackend, LocalCurvature, Request
+from .batches import GroupSampler, as_batch_source
 from .config import check_ratio_pair
 from .datasets import SplitArrays
 from .evaluation import evaluate
-from .hessian import CurvatureConfig, CurvatureEngine, DiagSums, Estimator, batch_seed
+from .hessian import CurvatureConfig, DiagSums, Estimator
 from .masks import apply_masks, prunable_parameters
 from .metrics import flatten_metrics
-from .model import to_model_input
 
 __all__ = [
     "CurvatureBackend",
@@ -52,140 +53,6 @@ __all__ = [
     "prune_iteratively",
     "select_smallest",
 ]
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-# -- mini-batch sources ------------------------------------------------------------------------
-class BatchSource(Protocol):
-    """Something that yields the curvature mini-batches of pruning step ``step``."""
-
-    def batches(self, step: int) -> Iterable[Batch]: ...
-
-
-@dataclass(frozen=True)
-class GroupSampler:
-    """Seeded mini-batches from one group's images (uint8 ``(N, H, W, 3)``) and labels.
-
-    Step ``t`` draws ``num_batches`` mini-batches of ``batch_size``: consecutive slices of
-    random permutations of the group (a new permutation whenever one is used up), seeded by
-    ``(seed, t)``. The paper: 500 x 2 per group on Fitzpatrick17k, 200 x 64 on ISIC 2019.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    batch_size: int
-    num_batches: int
-    seed: int = 0
-    name: str = "group"
-
-    def __post_init__(self) -> None:
-        if len(self.labels) == 0:
-            raise ValueError(f"{self.name}: no samples to draw curvature mini-batches from (empty group)")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
-        if self.batch_size < 1 or self.num_batches < 1:
-            raise ValueError(
-                f"{self.name}: batch_size and num_batches must be >= 1, got {self.batch_size}, {self.num_batches}"
-            )
-
-    def plan(self, step: int) -> list[np.ndarray]:
-        """Index arrays of the mini-batches of ``step`` (what workers receive instead of pixels)."""
-        rng = np.random.default_rng([self.seed, step])
-        need = self.batch_size * self.num_batches
-        n = len(self.labels)
-        order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(need / n))])[:need]
-        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.num_batches)]
-
-    def make_batch(self, index: np.ndarray) -> Batch:
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(self.images[index])))
-        return x, torch.from_numpy(self.labels[index].astype(np.int64))
-
-    def batches(self, step: int) -> Iterator[Batch]:
-        for index in self.plan(step):
-            yield self.make_batch(index)
-
-
-class _FixedBatches:
-    """Any re-iterable of mini-batches: the same batches at every step."""
-
-    def __init__(self, batches: Iterable[Batch]) -> None:
-        self._batches = batches
-
-    def batches(self, step: int) -> Iterable[Batch]:
-        return self._batches
-
-
-def as_batch_source(obj: Any) -> BatchSource:
-    if hasattr(obj, "batches") and callable(obj.batches):
-        return obj
-    if callable(obj):
-        fn = obj
-
-        class _Callable:
-            def batches(self, step: int) -> Iterable[Batch]:
-                return fn(step)
-
-        return _Callable()
-    if isinstance(obj, Iterator):
-        raise TypeError(
-            "a one-shot iterator cannot be re-read at every pruning step; pass a list of "
-            "mini-batches, a GroupSampler or a function step -> mini-batches"
-        )
-    return _FixedBatches(obj)
-
-
-# -- curvature backends ------------------------------------------------------------------------
-Request = tuple[str, BatchSource]  # (tag, source): "unprivileged", "privileged" or "all"
-
-
-class CurvatureBackend(Protocol):
-    """Computes curvature sums of ``model`` on the mini-batches of step ``step`` of each source.
-
-    All of one step's requests come in one call, so a distributed backend ships the weights
-    once per step and balances every group's mini-batches over its workers.
-    """
-
-    config: CurvatureConfig
-
-    def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]: ...
-
-
-class LocalCurvature:
-    """The single-process backend: one extended replica, reloaded with the current weights.
-
-    Mini-batch ``i`` of step ``t`` for group ``tag`` is seeded with
-    ``batch_seed(config.seed, tag, t, i)``, whichever backend computes it, so a pool of workers
-    gives the same result. The replica lives on ``device`` when given, else on the device of
-    the model it is first asked about (a model on the GPU gets its curvature on the GPU).
-    """
-
-    def __init__(self, config: CurvatureConfig, *, device: str | torch.device | None = None) -> None:
-        self.config = config
-        self.device = torch.device(device) if device is not None else None
-        self._engine: CurvatureEngine | None = None
-        self.stats = {"batches": 0, "samples": 0, "seconds": 0.0}
-
-    def engine_device(self, model: nn.Module) -> torch.device:
-        """Where the curvature of ``model`` is computed."""
-        return self.device if self.device is not None else next(model.parameters()).device
-
-    def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
-        t0 = time.perf_counter()
-        if self._engine is None:
-            self._engine = CurvatureEngine(model, self.config, device=self.engine_device(model))
-        else:
-            self._engine.load_state_dict(model.state_dict())
-        out = {}
-        for tag, source in requests:
-            total = DiagSums.zero()
-            for i, (x, y) in enumerate(source.batches(step)):
-                total = total + self._engine.batch_sums(x, y, seed=batch_seed(self.config.seed, tag, step, i))
-                self.stats["batches"] += 1
-            self.stats["samples"] += total.count
-            out[tag] = total
-        self.stats["seconds"] += time.perf_counter() - t0
-        return out
 
 
 # -- masks and selection ----------------------------------------------------------------------
@@ -363,6 +230,25 @@ class _Layout:
         }
 
 
+def _with_initial(curvature: CurvatureBackend, initial: Mapping[str, DiagSums] | None) -> CurvatureFn:
+    """The backend, except that step 0 reuses curvature sums computed once for many runs."""
+    shared = dict(initial or {})
+
+    def curvature_fn(m: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
+        known = {tag: shared[tag] for tag, _ in requests if step == 0 and tag in shared}
+        todo = [(tag, src) for tag, src in requests if tag not in known]
+        return {**known, **(curvature.compute(m, todo, step) if todo else {})}
+
+    return curvature_fn
+
+
+def _step_message(row: dict[str, float], steps: int) -> str:
+    msg = f"step {int(row['step'])}/{steps}: pruned {row['ratio']:.2%}"
+    if "val_avg_f1" in row:
+        msg += f", val F1 {row['val_avg_f1']:.4f}, val Eopp1 {row['val_eopp1']:.4f}"
+    return msg + f" ({row['seconds']:.1f}s)"
+
+
 def prune_iteratively(
     model: nn.Module,
     saliency: SaliencyFn,
@@ -399,13 +285,7 @@ def prune_iteratively(
         num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if validation is not None and num_classes is None:
         raise ValueError("num_classes is needed to evaluate on the validation split")
-    shared = dict(initial_curvature or {})
-
-    def curvature_fn(m: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
-        known = {tag: shared[tag] for tag, _ in requests if step == 0 and tag in shared}
-        todo = [(tag, src) for tag, src in requests if tag not in known]
-        return {**known, **(curvature.compute(m, todo, step) if todo else {})}
-
+    curvature_fn = _with_initial(curvature, initial_curvature)
     history: list[dict[str, float]] = []
 
     def record(step: int, extra: dict[str, float]) -> dict[str, float]:
@@ -433,10 +313,7 @@ def prune_iteratively(
         layout.apply(alive)
         row = record(step + 1, {"seconds": time.perf_counter() - t0})
         if log is not None:
-            msg = f"step {step + 1}/{len(targets)}: pruned {row['ratio']:.2%}"
-            if validation is not None:
-                msg += f", val F1 {row['val_avg_f1']:.4f}, val Eopp1 {row['val_eopp1']:.4f}"
-            log(msg + f" ({row['seconds']:.1f}s)")
+            log(_step_message(row, len(targets)))
         stop = _stop_decision(row, stop_at, stop_when)
         if stop:
             if log is not None and step + 1 < len(targets):

@@ -90,6 +90,88 @@ def _val_score(metrics: dict[str, Any], select: str) -> float:
     return metrics["avg"]["f1"]
 
 
+@dataclass
+class _Progress:
+    """Where a pre-training run stands (what ``last.pt`` keeps besides the optimizer)."""
+
+    start_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _check_fits(dataset: DermDataset, model_config: ModelConfig) -> None:
+    if model_config.num_classes != dataset.num_classes:
+        raise ValueError(f"model has {model_config.num_classes} classes but {dataset.name} has {dataset.num_classes}")
+    if model_config.image_size != dataset.image_size:
+        raise ValueError(
+            f"model input is {model_config.image_size}px but the data was cached at "
+            f"{dataset.image_size}px; load the dataset with image_size={model_config.image_size}"
+        )
+
+
+def _restore(last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, device: Any) -> _Progress:
+    """Continue from ``last.pt`` (tensors and plain values only: nothing is unpickled)."""
+    state = torch.load(last_path, map_location=device, weights_only=True)
+    if state.get("key") != key:
+        raise ValueError(
+            f"{last_path} was written by a run with another configuration or dataset; "
+            f"use a new output folder or resume=False to start over"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return _Progress(
+        state["epoch"] + 1, state["best_score"], state["best_epoch"], state["best_metrics"], state["history"]
+    )
+
+
+def _save_last(
+    last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, p: _Progress, epoch: int
+) -> None:
+    tmp = last_path.with_suffix(".tmp")
+    torch.save(
+        {
+            "key": key,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "best_score": p.best_score,
+            "best_epoch": p.best_epoch,
+            "best_metrics": p.best_metrics,
+            "history": p.history,
+        },
+        tmp,
+    )
+    tmp.replace(last_path)
+
+
+def _train_epoch(
+    model: nn.Module, loader: DataLoader, optimizer: Any, device: Any, epoch: int, log: Callable[[str], None]
+) -> float:
+    """One pass over the training data; the mean loss (progress printed every 15 s)."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total, seen = 0.0, 0
+    last_report = time.monotonic()
+    for b, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+        if time.monotonic() - last_report > 15:
+            last_report = time.monotonic()
+            log(f"  epoch {epoch + 1}: batch {b + 1}/{len(loader)}, loss {total / seen:.4f}")
+    return total / max(seen, 1)
+
+
 def pretrain(
     dataset: DermDataset,
     model_config: ModelConfig,
@@ -107,13 +189,7 @@ def pretrain(
     written with the same configuration is continued from its next epoch; one written with
     another configuration is an error (use another ``out_dir``).
     """
-    if model_config.num_classes != dataset.num_classes:
-        raise ValueError(f"model has {model_config.num_classes} classes but {dataset.name} has {dataset.num_classes}")
-    if model_config.image_size != dataset.image_size:
-        raise ValueError(
-            f"model input is {model_config.image_size}px but the data was cached at "
-            f"{dataset.image_size}px; load the dataset with image_size={model_config.image_size}"
-        )
+    _check_fits(dataset, model_config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
@@ -126,25 +202,12 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
     )
-    start_epoch, best_score, best_epoch, best_metrics = 0, -math.inf, -1, {}
-    history: list[dict[str, float]] = []
+    p = _Progress()
     if resume and last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        if state.get("key") != key:
-            raise ValueError(
-                f"{last_path} was written by a run with another configuration or dataset; "
-                f"use a new output folder or resume=False to start over"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
-        best_metrics, history = state["best_metrics"], state["history"]
-        log(f"resuming from {last_path} at epoch {start_epoch + 1}/{config.epochs}")
+        p = _restore(last_path, key, model, optimizer, scheduler, device)
+        log(f"resuming from {last_path} at epoch {p.start_epoch + 1}/{config.epochs}")
 
-    train = dataset.split("train")
-    val = dataset.split("val")
+    train, val = dataset.split("train"), dataset.split("val")
     loader = DataLoader(
         AugmentedImages(train, train_augmentation(config.augment)),
         batch_size=config.batch_size,
@@ -153,68 +216,34 @@ def pretrain(
         collate_fn=collate_to_input,
         drop_last=False,
     )
-    loss_fn = nn.CrossEntropyLoss()
-    n_batches = len(loader)
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(p.start_epoch, config.epochs):
         t0 = time.monotonic()
-        last_report = t0
-        model.train()
-        total, seen = 0.0, 0
-        for b, (x, y) in enumerate(loader):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(y)
-            seen += len(y)
-            if time.monotonic() - last_report > 15:
-                last_report = time.monotonic()
-                log(f"  epoch {epoch + 1}: batch {b + 1}/{n_batches}, loss {total / seen:.4f}")
+        train_loss = _train_epoch(model, loader, optimizer, device, epoch, log)
         scheduler.step()
         metrics = evaluate(model, val, num_classes=dataset.num_classes, batch_size=max(config.batch_size, 256))
         score = _val_score(metrics, config.select_metric)
         row = {
             "epoch": epoch + 1,
-            "train_loss": total / max(seen, 1),
+            "train_loss": train_loss,
             "val_score": score,
             "val_avg_f1": metrics["avg"]["f1"],
             "val_eopp1": metrics["eopp1"],
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.monotonic() - t0,
         }
-        history.append(row)
-        improved = score > best_score
+        p.history.append(row)
+        improved = score > p.best_score
         if improved:
-            best_score, best_epoch = score, epoch + 1
-            best_metrics = {k: v for k, v in row.items() if k != "seconds"}
-            save_checkpoint(
-                best_path,
-                model,
-                dataset=dataset,
-                extra={"train_config": config.to_dict(), "epoch": epoch + 1, "val": best_metrics, "pretrain_key": key},
-            )
-        torch.save(
-            {
-                "key": key,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "best_metrics": best_metrics,
-                "history": history,
-            },
-            last_path.with_suffix(".tmp"),
-        )
-        last_path.with_suffix(".tmp").replace(last_path)
+            p.best_score, p.best_epoch = score, epoch + 1
+            p.best_metrics = {k: v for k, v in row.items() if k != "seconds"}
+            extra = {"train_config": config.to_dict(), "epoch": epoch + 1, "val": p.best_metrics, "pretrain_key": key}
+            save_checkpoint(best_path, model, dataset=dataset, extra=extra)
+        _save_last(last_path, key, model, optimizer, scheduler, p, epoch)
         log(
-            f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+            f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  "
             f"val {config.select_metric} {score:.4f}  val Eopp1 {row['val_eopp1']:.4f}  "
             f"{row['seconds']:.1f}s" + ("  (best)" if improved else "")
         )
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
-    return TrainResult(best_path, last_path, best_epoch, best_metrics, history)
+    return TrainResult(best_path, last_path, p.best_epoch, p.best_metrics, p.history)

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .config import DATASET_NAMES, ESTIMATORS, PRESETS, SAMPLERS, Preset, PruneConfig, SearchSpace, SweepConfig
+from ..config import DATASET_NAMES, ESTIMATORS, PRESETS, Preset, PruneConfig, SweepConfig
 
 __all__ = [
     "add_checkpoint_argument",
@@ -21,16 +21,12 @@ __all__ = [
     "add_pretrain_arguments",
     "add_prune_arguments",
     "add_ray_arguments",
-    "add_sweep_arguments",
-    "apply_config_file",
-    "apply_smoke",
     "checkpoint_from_args",
+    "curvature_backend_from_args",
     "dataset_from_args",
-    "explicit_dests",
     "model_and_train_config",
+    "preset_configs",
     "prune_config_from_args",
-    "run_main",
-    "sweep_config_from_args",
 ]
 
 
@@ -118,7 +114,7 @@ def _preset(args: argparse.Namespace) -> tuple[str, Preset]:
 
 def dataset_from_args(args: argparse.Namespace) -> Any:
     """Load the dataset the flags describe (image size from the preset when unset)."""
-    from .datasets import load_dataset
+    from ..datasets import load_dataset
 
     if args.dataset != "synthetic" and args.data_root is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data-root PATH (the folder holding its files)")
@@ -137,8 +133,8 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
 
 def preset_configs(preset: Preset, dataset: Any, *, seed: int = 0, device: str = "auto") -> tuple[Any, Any]:
     """Model and training configs from a preset (possibly overridden)."""
-    from .model import ModelConfig
-    from .training import TrainConfig
+    from ..model import ModelConfig
+    from ..training import TrainConfig
 
     model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=preset.width)
     train = TrainConfig(
@@ -170,8 +166,8 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 
 def checkpoint_from_args(args: argparse.Namespace, dataset: Any) -> Any:
     """``--checkpoint``, else the model the pre-training flags describe (trained once, then reused)."""
-    from .checkpoint import load_checkpoint
-    from .pretrained import ensure_pretrained
+    from ..checkpoint import load_checkpoint
+    from ..pretrained import ensure_pretrained
 
     path = args.checkpoint
     if path is None:
@@ -286,8 +282,8 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: Any, con
     """A :class:`CurvaturePool` when ``--workers`` > 0, else None (single-process)."""
     if not args.workers:
         return None
-    from .distributed import CurvaturePool
-    from .hessian import CurvatureConfig
+    from ..distributed import CurvaturePool
+    from ..hessian import CurvatureConfig
 
     return CurvaturePool(
         model_config,
@@ -297,189 +293,3 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: Any, con
         gpus_per_worker=args.gpus_per_worker,
         address=args.address,
     )
-
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    c = SweepConfig(name="defaults")
-    g = parser.add_argument_group("search")
-    g.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="JSON or YAML file of defaults for any flag (keys are flag names, e.g. trials: 40)",
-    )
-    g.add_argument(
-        "--trials", type=int, default=c.num_trials, help="total trials in the study, the paper's two included"
-    )
-    g.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        default=c.sampler,
-        help="Optuna sampler (default: gp, the best hypervolume in benchmarks/sampler_hypervolume.py)",
-    )
-    g.add_argument("--search-seed", type=int, default=c.seed, help="sampler seed")
-    g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
-    g.add_argument(
-        "--step-range",
-        type=float,
-        nargs=2,
-        default=c.space.step_ratio,
-        metavar=("LOW", "HIGH"),
-        help="per-step prune fraction range",
-    )
-    g.add_argument(
-        "--final-range",
-        type=float,
-        nargs=2,
-        default=c.space.final_ratio,
-        metavar=("LOW", "HIGH"),
-        help="final pruned fraction range (a step above the final ratio runs with step = final)",
-    )
-    g.add_argument(
-        "--no-paper-settings",
-        action="store_true",
-        help="do not evaluate the paper's settings (beta .33/step .05/final .35; .2/.1/.5) first",
-    )
-    g.add_argument(
-        "--f1-floor", type=float, default=c.f1_floor, help="feasible trials keep val F1 >= this x the vanilla val F1"
-    )
-    g.add_argument(
-        "--no-abort-infeasible",
-        action="store_true",
-        help="prune to the final ratio even after val F1 fell below the floor",
-    )
-    g.add_argument("--obd-step", type=float, default=c.obd_step, help="OBD baseline: per-step fraction")
-    g.add_argument("--obd-final", type=float, default=c.obd_final, help="OBD baseline: final ratio")
-    g.add_argument("--bootstrap", type=int, default=c.n_boot, help="bootstrap resamples for the intervals")
-    m = parser.add_argument_group("MLflow and storage")
-    m.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLflow's own, sqlite:///<cwd>/mlflow.db); on a cluster, "
-        "the head's server, e.g. http://<head-ip>:5000",
-    )
-    m.add_argument("--experiment", default=None, help="MLflow experiment (default: fairprune-<dataset>)")
-    m.add_argument("--name", default=None, help="sweep name (default: <dataset>-<date>-<time>)")
-    m.add_argument(
-        "--storage", type=Path, default=c.storage, help="where sweeps keep their Optuna study and Tune results"
-    )
-    m.add_argument(
-        "--resume", action="store_true", help="continue the sweep --name (default: the latest one in --storage)"
-    )
-
-
-def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path, default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config is None:
-        return {}
-    if not known.config.is_file():
-        raise SystemExit(f"--config: file not found: {known.config}")
-    text = known.config.read_text()
-    if known.config.suffix in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text) or {}
-    else:
-        import json
-
-        values = json.loads(text)
-    dests = {a.dest for a in parser._actions}
-    unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
-    if unknown:
-        raise SystemExit(f"--config {known.config}: unknown keys {unknown}; use flag names such as trials, sampler")
-    return {k.replace("-", "_"): v for k, v in values.items()}
-
-
-def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """Load ``--config FILE`` (JSON/YAML) as parser defaults, so explicit flags still win.
-
-    Returns the destinations the file set (they count as given by the user)."""
-    values = _config_file_values(parser, argv)
-    parser.set_defaults(**values)
-    return set(values)
-
-
-def explicit_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The destinations the command line sets explicitly, in any spelling (``--trials 40``,
-    ``--trials=40``), by parsing it again with every default suppressed."""
-    quiet = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
-    for action in parser._actions:
-        if action.option_strings and not isinstance(action, argparse._HelpAction):
-            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if action.nargs == 0:
-                kwargs["action"] = "store_const"
-                kwargs["const"] = action.const
-            else:
-                kwargs["nargs"] = action.nargs
-            quiet.add_argument(*action.option_strings, **kwargs)
-    known, _ = quiet.parse_known_args(argv)
-    return set(vars(known))
-
-
-def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, values: dict[str, Any]) -> None:
-    """``--smoke-test``: these values for every flag the user left at its default."""
-    for key, value in values.items():
-        if getattr(args, key) in (None, parser.get_default(key)):
-            setattr(args, key, value)
-
-
-def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:
-    return SweepConfig(
-        name=name,
-        storage=args.storage,
-        num_trials=args.trials,
-        sampler=args.sampler,
-        seed=args.search_seed,
-        space=SearchSpace(
-            beta=tuple(args.beta_range), step_ratio=tuple(args.step_range), final_ratio=tuple(args.final_range)
-        ),
-        paper_settings_first=not args.no_paper_settings,
-        prune=prune_config_from_args(args, dataset),
-        f1_floor=args.f1_floor,
-        abort_infeasible=not args.no_abort_infeasible,
-        obd_step=args.obd_step,
-        obd_final=args.obd_final,
-        concurrency=args.concurrency,
-        workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker,
-        n_boot=args.bootstrap,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        address=args.address,
-    )
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointMismatch
-    from .datasets import DatasetError
-    from .distributed import PoolResourcesError
-    from .tracking import TrackingError
-
-    return (
-        DatasetError,
-        TrackingError,
-        PoolResourcesError,
-        CheckpointMismatch,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-    )
-
-
-def run_main(main: Any, argv: list[str] | None = None) -> int:
-    """Run an entry point; user errors (bad data, unreachable tracking server, impossible
-    resources, mismatched checkpoint, invalid settings) print one clear line instead of a traceback.
-
-    The error types are imported only when something was raised, so ``--help`` stays instant."""
-    import sys
-
-    try:
-        return int(main(argv) or 0)
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

@@ -1,0 +1,165 @@
+"""The sweep's flags: search, MLflow and storage, a ``--config`` file, and what the user gave."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import SAMPLERS, SearchSpace, SweepConfig
+from .common import prune_config_from_args
+
+__all__ = ["add_sweep_arguments", "apply_config_file", "apply_smoke", "explicit_dests", "sweep_config_from_args"]
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    c = SweepConfig(name="defaults")
+    g = parser.add_argument_group("search")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of defaults for any flag (keys are flag names, e.g. trials: 40)",
+    )
+    g.add_argument(
+        "--trials", type=int, default=c.num_trials, help="total trials in the study, the paper's two included"
+    )
+    g.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=c.sampler,
+        help="Optuna sampler (default: gp, the best hypervolume in benchmarks/sampler_hypervolume.py)",
+    )
+    g.add_argument("--search-seed", type=int, default=c.seed, help="sampler seed")
+    g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
+    g.add_argument(
+        "--step-range",
+        type=float,
+        nargs=2,
+        default=c.space.step_ratio,
+        metavar=("LOW", "HIGH"),
+        help="per-step prune fraction range",
+    )
+    g.add_argument(
+        "--final-range",
+        type=float,
+        nargs=2,
+        default=c.space.final_ratio,
+        metavar=("LOW", "HIGH"),
+        help="final pruned fraction range (a step above the final ratio runs with step = final)",
+    )
+    g.add_argument(
+        "--no-paper-settings",
+        action="store_true",
+        help="do not evaluate the paper's settings (beta .33/step .05/final .35; .2/.1/.5) first",
+    )
+    g.add_argument(
+        "--f1-floor", type=float, default=c.f1_floor, help="feasible trials keep val F1 >= this x the vanilla val F1"
+    )
+    g.add_argument(
+        "--no-abort-infeasible",
+        action="store_true",
+        help="prune to the final ratio even after val F1 fell below the floor",
+    )
+    g.add_argument("--obd-step", type=float, default=c.obd_step, help="OBD baseline: per-step fraction")
+    g.add_argument("--obd-final", type=float, default=c.obd_final, help="OBD baseline: final ratio")
+    g.add_argument("--bootstrap", type=int, default=c.n_boot, help="bootstrap resamples for the intervals")
+    m = parser.add_argument_group("MLflow and storage")
+    m.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLflow's own, sqlite:///<cwd>/mlflow.db); on a cluster, "
+        "the head's server, e.g. http://<head-ip>:5000",
+    )
+    m.add_argument("--experiment", default=None, help="MLflow experiment (default: fairprune-<dataset>)")
+    m.add_argument("--name", default=None, help="sweep name (default: <dataset>-<date>-<time>)")
+    m.add_argument(
+        "--storage", type=Path, default=c.storage, help="where sweeps keep their Optuna study and Tune results"
+    )
+    m.add_argument(
+        "--resume", action="store_true", help="continue the sweep --name (default: the latest one in --storage)"
+    )
+
+
+def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None:
+        return {}
+    if not known.config.is_file():
+        raise SystemExit(f"--config: file not found: {known.config}")
+    text = known.config.read_text()
+    if known.config.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        import json
+
+        values = json.loads(text)
+    dests = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
+    if unknown:
+        raise SystemExit(f"--config {known.config}: unknown keys {unknown}; use flag names such as trials, sampler")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Load ``--config FILE`` (JSON/YAML) as parser defaults, so explicit flags still win.
+
+    Returns the destinations the file set (they count as given by the user)."""
+    values = _config_file_values(parser, argv)
+    parser.set_defaults(**values)
+    return set(values)
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations the command line sets explicitly, in any spelling (``--trials 40``,
+    ``--trials=40``), by parsing it again with every default suppressed."""
+    quiet = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
+    for action in parser._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = action.const
+            else:
+                kwargs["nargs"] = action.nargs
+            quiet.add_argument(*action.option_strings, **kwargs)
+    known, _ = quiet.parse_known_args(argv)
+    return set(vars(known))
+
+
+def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, values: dict[str, Any]) -> None:
+    """``--smoke-test``: these values for every flag the user left at its default."""
+    for key, value in values.items():
+        if getattr(args, key) in (None, parser.get_default(key)):
+            setattr(args, key, value)
+
+
+def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:
+    return SweepConfig(
+        name=name,
+        storage=args.storage,
+        num_trials=args.trials,
+        sampler=args.sampler,
+        seed=args.search_seed,
+        space=SearchSpace(
+            beta=tuple(args.beta_range), step_ratio=tuple(args.step_range), final_ratio=tuple(args.final_range)
+        ),
+        paper_settings_first=not args.no_paper_settings,
+        prune=prune_config_from_args(args, dataset),
+        f1_floor=args.f1_floor,
+        abort_infeasible=not args.no_abort_infeasible,
+        obd_step=args.obd_step,
+        obd_final=args.obd_final,
+        concurrency=args.concurrency,
+        workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        n_boot=args.bootstrap,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        address=args.address,
+    )
