@@ -24,13 +24,21 @@ from .config import PruneConfig
 from .datasets import DermDataset, SplitArrays
 from .evaluation import evaluate, predict
 from .hessian import CurvatureConfig
-from .methods.base import CurvatureData, Method, MethodContext, MethodOutput
+from .methods.base import CurvatureData, Method, MethodContext, MethodOutput, TrainingSetup
 from .metrics import flatten_metrics, paired_bootstrap
 from .model import ModelConfig, build_model
 from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
 from .tracking import NullTracker, Tracker
 
-__all__ = ["Experiment", "MethodRecord", "Problem", "build_problem", "curvature_data", "resolve_privileged"]
+__all__ = [
+    "Experiment",
+    "MethodRecord",
+    "Problem",
+    "build_problem",
+    "curvature_data",
+    "resolve_privileged",
+    "training_setup",
+]
 
 STEP_METRICS = ("ratio", "val_avg_f1", "val_eopp1", "val_eodd", "val_eopp0")  # logged per pruning step
 SPLITS = ("val", "test")
@@ -128,6 +136,17 @@ def build_problem(
     )
 
 
+def training_setup(dataset: DermDataset, checkpoint: Checkpoint) -> TrainingSetup | None:
+    """How ``checkpoint`` was trained (model and training config), for training-time methods to
+    train theirs alike; None for a checkpoint that does not record it."""
+    from .training import TrainConfig
+
+    train = checkpoint.meta.get("train_config")
+    if train is None:
+        return None
+    return TrainingSetup(dataset, checkpoint.model_config, TrainConfig(**train))
+
+
 @dataclass
 class MethodRecord:
     """One evaluated method run: what was run, what it produced, how it measures."""
@@ -176,9 +195,11 @@ class Experiment:
         tracker: Tracker | None = None,
         n_boot: int = 1000,
         splits: Sequence[str] = SPLITS,
+        training: TrainingSetup | None = None,
         log: Callable[[str], None] | None = print,
     ) -> None:
         self.problem = problem
+        self.training = training
         self.model = problem.build_model()
         self.curvature = curvature or LocalCurvature(problem.curvature)  # follows the model's device
         self.tracker = tracker or NullTracker()
@@ -189,7 +210,16 @@ class Experiment:
 
     def context(self, **overrides: Any) -> MethodContext:
         p = self.problem
-        ctx = MethodContext(self.model, p.num_classes, p.group_names, p.data, p.val, self.curvature, log=self.log)
+        ctx = MethodContext(
+            self.model,
+            p.num_classes,
+            p.group_names,
+            p.data,
+            p.val,
+            self.curvature,
+            log=self.log,
+            training=self.training,
+        )
         return replace(ctx, **overrides)
 
     def vanilla_predictions(self, split: str) -> np.ndarray:

@@ -10,15 +10,19 @@ from .datasets import DermDataset
 from .evaluation import evaluate
 from .model import ModelConfig
 from .report import paper_table
-from .training import TrainConfig, pretrain, pretrain_key
+from .training import TrainConfig, TrainingMode, pretrain, pretrain_key
 
 __all__ = ["DEFAULT_RUNS_DIR", "default_pretrain_dir", "ensure_pretrained", "run_pretrain"]
 
 DEFAULT_RUNS_DIR = Path("fairprune_runs")
 
 
-def default_pretrain_dir(dataset: DermDataset, model_config: ModelConfig, train_config: TrainConfig) -> Path:
-    return DEFAULT_RUNS_DIR / "pretrain" / f"{dataset.name}-{pretrain_key(dataset, model_config, train_config)}"
+def default_pretrain_dir(
+    dataset: DermDataset, model_config: ModelConfig, train_config: TrainConfig, mode: TrainingMode | None = None
+) -> Path:
+    key = pretrain_key(dataset, model_config, train_config, mode)
+    prefix = dataset.name if mode is None or mode.name == "vanilla" else f"{dataset.name}-{mode.name}"
+    return DEFAULT_RUNS_DIR / "pretrain" / f"{prefix}-{key}"
 
 
 def ensure_pretrained(
@@ -27,19 +31,23 @@ def ensure_pretrained(
     train_config: TrainConfig,
     *,
     out: Path | None = None,
+    mode: TrainingMode | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Path of a finished pre-training for this exact config, training (or resuming) if needed."""
-    out = out or default_pretrain_dir(dataset, model_config, train_config)
+    """Path of a finished pre-training for this exact config (and training mode), training (or
+    resuming) if needed."""
+    out = out or default_pretrain_dir(dataset, model_config, train_config, mode)
     best = out / "best.pt"
+    what = "pre-trained model" if mode is None or mode.name == "vanilla" else f"{mode.name} model"
     if best.is_file() and (out / "done").is_file():
-        log(f"reusing pre-trained model {best} (same data and configuration)")
+        log(f"reusing {what} {best} (same data and configuration)")
         return best
+    verb = "pre-training" if mode is None or mode.name == "vanilla" else f"training the {mode.name} baseline:"
     log(
-        f"pre-training VGG-11 (width {model_config.width}, {model_config.image_size}px, "
+        f"{verb} VGG-11 (width {model_config.width}, {model_config.image_size}px, "
         f"{train_config.epochs} epochs) -> {out}"
     )
-    pretrain(dataset, model_config, train_config, out, resume=True, log=log)
+    pretrain(dataset, model_config, train_config, out, resume=True, log=log, mode=mode)
     (out / "done").write_text("finished\n")
     return best
 

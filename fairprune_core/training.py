@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from .datasets.transforms import AugmentedImages, collate_to_input, train_augmen
 from .evaluation import evaluate, resolve_device
 from .model import ModelConfig, build_model
 
-__all__ = ["TrainConfig", "TrainResult", "pretrain", "pretrain_key"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingMode", "VanillaMode", "pretrain", "pretrain_key"]
 
 
 @dataclass(frozen=True)
@@ -66,20 +66,78 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def pretrain_key(dataset: DermDataset, model_config: ModelConfig, train_config: TrainConfig) -> str:
-    """A short hash of everything that determines a pre-trained model (for reuse by config)."""
+class TrainingMode(Protocol):
+    """What one training step optimises: vanilla cross-entropy, or a debiasing objective.
+
+    The loop (data, augmentation, schedule, checkpoints, resume, best-epoch selection) is the
+    same for every mode; a mode supplies the network to train, the step, and the model that is
+    evaluated and saved (a plain VGG-11 with one output per class).
+    """
+
+    name: str
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters (part of the cache key)."""
+        ...
+
+    def build(self, model_config: ModelConfig, *, seed: int, device: torch.device, lr: float) -> nn.Module: ...
+
+    def step(self, model: nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> float:
+        """One update on a mini-batch; returns the task (classification) loss."""
+        ...
+
+    def trained_model(self, model: nn.Module) -> nn.Module: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class VanillaMode:
+    """Plain cross-entropy on the labels (the paper's vanilla pre-training)."""
+
+    name = "vanilla"
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def build(self, model_config: ModelConfig, *, seed: int, device: torch.device, lr: float) -> nn.Module:
+        return build_model(model_config, seed=seed).to(device)
+
+    def step(self, model: nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return float(loss.item())
+
+    def trained_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def pretrain_key(
+    dataset: DermDataset, model_config: ModelConfig, train_config: TrainConfig, mode: TrainingMode | None = None
+) -> str:
+    """A short hash of everything that determines a pre-trained model (for reuse by config).
+
+    A vanilla model's key is what it always was; another mode adds its name and parameters."""
     cfg = {k: v for k, v in train_config.to_dict().items() if k not in ("num_workers", "device")}
-    blob = json.dumps(
-        {
-            "dataset": dataset.name,
-            "manifest": dataset.manifest_fingerprint,
-            "classes": dataset.class_names,
-            "model": model_config.to_dict(),
-            "train": cfg,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    spec = {
+        "dataset": dataset.name,
+        "manifest": dataset.manifest_fingerprint,
+        "classes": dataset.class_names,
+        "model": model_config.to_dict(),
+        "train": cfg,
+    }
+    if mode is not None and mode.name != "vanilla":
+        spec["mode"] = {"name": mode.name, **mode.params()}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _val_score(metrics: dict[str, Any], select: str) -> float:
@@ -111,7 +169,9 @@ def _check_fits(dataset: DermDataset, model_config: ModelConfig) -> None:
         )
 
 
-def _restore(last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, device: Any) -> _Progress:
+def _restore(
+    last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, mode: TrainingMode, device: Any
+) -> _Progress:
     """Continue from ``last.pt`` (tensors and plain values only: nothing is unpickled)."""
     state = torch.load(last_path, map_location=device, weights_only=True)
     if state.get("key") != key:
@@ -122,6 +182,7 @@ def _restore(last_path: Path, key: str, model: nn.Module, optimizer: Any, schedu
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    mode.load_state_dict(state.get("mode", {}))
     torch.set_rng_state(state["rng"])
     return _Progress(
         state["epoch"] + 1, state["best_score"], state["best_epoch"], state["best_metrics"], state["history"]
@@ -129,7 +190,14 @@ def _restore(last_path: Path, key: str, model: nn.Module, optimizer: Any, schedu
 
 
 def _save_last(
-    last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, p: _Progress, epoch: int
+    last_path: Path,
+    key: str,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    mode: TrainingMode,
+    p: _Progress,
+    epoch: int,
 ) -> None:
     tmp = last_path.with_suffix(".tmp")
     torch.save(
@@ -138,6 +206,7 @@ def _save_last(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "mode": mode.state_dict(),
             "rng": torch.get_rng_state(),
             "epoch": epoch,
             "best_score": p.best_score,
@@ -151,20 +220,22 @@ def _save_last(
 
 
 def _train_epoch(
-    model: nn.Module, loader: DataLoader, optimizer: Any, device: Any, epoch: int, log: Callable[[str], None]
+    model: nn.Module,
+    mode: TrainingMode,
+    loader: DataLoader,
+    optimizer: Any,
+    device: Any,
+    epoch: int,
+    log: Callable[[str], None],
 ) -> float:
-    """One pass over the training data; the mean loss (progress printed every 15 s)."""
-    loss_fn = nn.CrossEntropyLoss()
+    """One pass over the training data; the mean task loss (progress printed every 15 s)."""
     model.train()
     total, seen = 0.0, 0
     last_report = time.monotonic()
-    for b, (x, y) in enumerate(loader):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(y)
+    for b, (x, y, g) in enumerate(loader):
+        x, y, g = (t.to(device, non_blocking=True) for t in (x, y, g))
+        loss = mode.step(model, optimizer, x, y, g)
+        total += loss * len(y)
         seen += len(y)
         if time.monotonic() - last_report > 15:
             last_report = time.monotonic()
@@ -181,8 +252,12 @@ def pretrain(
     resume: bool = True,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    mode: TrainingMode | None = None,
 ) -> TrainResult:
     """Train VGG-11 on ``dataset``'s train split, selecting the best epoch on validation.
+
+    ``mode`` is the objective of each step (default: vanilla cross-entropy; the training-time
+    debiasing baselines in :mod:`fairprune_core.methods` are modes of this same loop).
 
     ``out_dir`` receives ``best.pt`` (a :mod:`fairprune_core.checkpoint` checkpoint) and
     ``last.pt`` (optimizer, scheduler and RNG state as well). With ``resume``, a ``last.pt``
@@ -194,17 +269,18 @@ def pretrain(
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     device = resolve_device(config.device)
-    key = pretrain_key(dataset, model_config, config)
+    mode = mode or VanillaMode()
+    key = pretrain_key(dataset, model_config, config, mode)
 
     torch.manual_seed(config.seed)
-    model = build_model(model_config, seed=config.seed).to(device)
+    model = mode.build(model_config, seed=config.seed, device=device, lr=config.lr)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
     )
     p = _Progress()
     if resume and last_path.is_file():
-        p = _restore(last_path, key, model, optimizer, scheduler, device)
+        p = _restore(last_path, key, model, optimizer, scheduler, mode, device)
         log(f"resuming from {last_path} at epoch {p.start_epoch + 1}/{config.epochs}")
 
     train, val = dataset.split("train"), dataset.split("val")
@@ -218,9 +294,11 @@ def pretrain(
     )
     for epoch in range(p.start_epoch, config.epochs):
         t0 = time.monotonic()
-        train_loss = _train_epoch(model, loader, optimizer, device, epoch, log)
+        train_loss = _train_epoch(model, mode, loader, optimizer, device, epoch, log)
         scheduler.step()
-        metrics = evaluate(model, val, num_classes=dataset.num_classes, batch_size=max(config.batch_size, 256))
+        metrics = evaluate(
+            mode.trained_model(model), val, num_classes=dataset.num_classes, batch_size=max(config.batch_size, 256)
+        )
         score = _val_score(metrics, config.select_metric)
         row = {
             "epoch": epoch + 1,
@@ -236,9 +314,15 @@ def pretrain(
         if improved:
             p.best_score, p.best_epoch = score, epoch + 1
             p.best_metrics = {k: v for k, v in row.items() if k != "seconds"}
-            extra = {"train_config": config.to_dict(), "epoch": epoch + 1, "val": p.best_metrics, "pretrain_key": key}
-            save_checkpoint(best_path, model, dataset=dataset, extra=extra)
-        _save_last(last_path, key, model, optimizer, scheduler, p, epoch)
+            extra = {
+                "train_config": config.to_dict(),
+                "training_mode": {"name": mode.name, **mode.params()},
+                "epoch": epoch + 1,
+                "val": p.best_metrics,
+                "pretrain_key": key,
+            }
+            save_checkpoint(best_path, mode.trained_model(model), dataset=dataset, extra=extra)
+        _save_last(last_path, key, model, optimizer, scheduler, mode, p, epoch)
         log(
             f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  "
             f"val {config.select_metric} {score:.4f}  val Eopp1 {row['val_eopp1']:.4f}  "

@@ -38,7 +38,7 @@ def train_augmentation(
 
 
 class AugmentedImages(Dataset):
-    """A split as a torch dataset: augmented uint8 CHW tensors (or plain ones), labels, groups.
+    """A split as a torch dataset: augmented uint8 CHW tensors (or plain ones), labels and groups.
 
     Evaluation and curvature passes never use this; they read :class:`SplitArrays` directly.
     """
@@ -46,19 +46,22 @@ class AugmentedImages(Dataset):
     def __init__(self, data: SplitArrays, transform: v2.Compose | None = None) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2)
         self.labels = torch.from_numpy(data.labels)
+        self.groups = torch.from_numpy(data.groups.astype(np.int64))
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         img = self.images[i]
         if self.transform is not None:
             img = self.transform(img)
-        return img, self.labels[i]
+        return img, self.labels[i], self.groups[i]
 
 
-def collate_to_input(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_to_input(
+    batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised inputs ``(N, 3, H, W)``, labels ``(N,)`` and groups ``(N,)``."""
     images = torch.stack([b[0] for b in batch])
-    labels = torch.stack([b[1] for b in batch])
-    return to_model_input(images), labels
+    return to_model_input(images), torch.stack([b[1] for b in batch]), torch.stack([b[2] for b in batch])

@@ -19,6 +19,9 @@ _REGISTRY: dict[str, str] = {
     "vanilla": "fairprune_core.methods.vanilla:Vanilla",
     "obd": "fairprune_core.methods.obd:OBD",
     "fairprune": "fairprune_core.methods.fairprune:FairPrune",
+    "advconf": "fairprune_core.methods.advconf:AdvConf",
+    "advrev": "fairprune_core.methods.advrev:AdvRev",
+    "domainindep": "fairprune_core.methods.domainindep:DomainIndep",
 }
 METHOD_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 

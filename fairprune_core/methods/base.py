@@ -14,7 +14,7 @@ from ..datasets import SplitArrays
 from ..hessian import DiagSums
 from ..pruning import CurvatureBackend, GroupSampler, PruneResult
 
-__all__ = ["CurvatureData", "Method", "MethodContext", "MethodOutput"]
+__all__ = ["CurvatureData", "Method", "MethodContext", "MethodOutput", "TrainingSetup", "train_with"]
 
 Role = Literal["baseline", "pruning"]
 
@@ -27,6 +27,16 @@ class CurvatureData:
     privileged: GroupSampler
     all: GroupSampler  # both groups, as many samples in total (OBD)
     privileged_group: int
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a training-time method needs to train its model like the vanilla one: the data, the
+    model and the vanilla model's training configuration (same schedule, same budget)."""
+
+    dataset: Any  # DermDataset
+    model_config: Any  # ModelConfig
+    train_config: Any  # TrainConfig
 
 
 @dataclass
@@ -43,6 +53,7 @@ class MethodContext:
     stop_when: Callable[[dict[str, float]], str | None] | None = None  # an abort rule (a failure)
     log: Callable[[str], None] | None = None
     on_step: Callable[[dict[str, float]], None] | None = None
+    training: TrainingSetup | None = None  # for training-time methods
 
 
 @dataclass
@@ -97,3 +108,22 @@ class Method(ABC):
 
     @abstractmethod
     def run(self, context: MethodContext) -> MethodOutput: ...
+
+
+def train_with(mode: Any, context: MethodContext) -> MethodOutput:
+    """Train (or reuse, by config hash) a model with training ``mode`` in the one pre-training loop."""
+    from ..checkpoint import load_checkpoint
+    from ..pretrained import ensure_pretrained
+
+    setup = context.training
+    if setup is None:
+        raise ValueError(
+            f"method {mode.name!r} trains its own model, so the experiment needs the dataset and the vanilla "
+            f"model's training configuration: Experiment(problem, training=training_setup(dataset, checkpoint)) "
+            f"(a checkpoint written by sweeps/pretrain.py records it)"
+        )
+    path = ensure_pretrained(
+        setup.dataset, setup.model_config, setup.train_config, mode=mode, log=context.log or (lambda _: None)
+    )
+    model = load_checkpoint(path, dataset=setup.dataset).model.eval()
+    return MethodOutput(model.to(next(context.model.parameters()).device))
