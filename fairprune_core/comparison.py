@@ -8,25 +8,18 @@ and test with 95% bootstrap intervals and paired-bootstrap verdicts against vani
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import Checkpoint, save_pruned
 from .config import PruneConfig
 from .datasets import DermDataset
-from .experiment import Experiment, MethodRecord, build_problem
-from .methods import make_method, method_class
+from .experiment import Experiment, MethodRecord, build_problem, training_setup
+from .methods import method_from_config
 from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
 
-__all__ = ["method_from_config", "row_name", "run_comparison"]
-
-
-def method_from_config(name: str, config: PruneConfig) -> Any:
-    """Method ``name`` with every hyper-parameter that ``config`` has a field for."""
-    wanted = {f.name for f in fields(method_class(name))}
-    return make_method(name, **{k: v for k, v in config.to_dict().items() if k in wanted})
+__all__ = ["row_name", "run_comparison"]
 
 
 def row_name(record: MethodRecord) -> str:
@@ -58,12 +51,17 @@ def run_comparison(
 ) -> dict[str, Any]:
     """Vanilla, then each of ``methods`` with one config; print the paper's tables on val and test."""
     problem = build_problem(dataset, checkpoint, config, log=log)
-    experiment = Experiment(problem, curvature=curvature, n_boot=n_boot, log=log)
+    experiment = Experiment(
+        problem, curvature=curvature, n_boot=n_boot, training=training_setup(dataset, checkpoint), log=log
+    )
     records = []
     for name in ("vanilla", *[m for m in methods if m != "vanilla"]):
         method = method_from_config(name, config)
-        if name != "vanilla":
+        if method.role == "pruning" or name == "obd":
             log(_describe(method, config))
+        elif name != "vanilla":
+            settings = method.hyperparameters() or "no hyper-parameters"
+            log(f"{method.label()}: trained like the vanilla model ({settings})")
         record = experiment.run_method(method)
         records.append(record)
         if out is not None and record.output.masks is not None:

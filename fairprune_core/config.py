@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "ALL_BASELINES",
     "DATASET_NAMES",
+    "DEMO_BASELINES",
     "ESTIMATORS",
     "PAPER_SETTINGS",
     "PRESETS",
@@ -22,6 +24,7 @@ __all__ = [
     "PruneConfig",
     "SearchSpace",
     "SweepConfig",
+    "default_baselines",
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
@@ -80,7 +83,9 @@ def check_ratio_pair(step_ratio: float, final_ratio: float) -> None:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """One FairPrune/OBD run. Curvature batch defaults depend on the dataset (see ``curvature_defaults``)."""
+    """The settings of one comparison of methods (FairPrune/OBD pruning, the training-time
+    baselines' hyper-parameters). Curvature batch defaults depend on the dataset (see
+    ``curvature_defaults``)."""
 
     beta: float = 0.33
     step_ratio: float = 0.05
@@ -93,9 +98,13 @@ class PruneConfig:
     seed: int = 0
     privileged: int | None = None  # None: the group the vanilla model is more accurate on
     stop_eopp1: float | None = None  # stop once validation Eopp1 <= this (the paper's fairness target)
+    adv_weight: float = 1.0  # AdvConf: weight of the confusion loss
+    adv_alpha: float = 0.1  # AdvRev: alpha of the projected update
 
     def __post_init__(self) -> None:
         check_ratio_pair(self.step_ratio, self.final_ratio)
+        if not (self.adv_weight >= 0 and self.adv_alpha >= 0):
+            raise ValueError(f"adv_weight and adv_alpha must be >= 0, got {self.adv_weight}, {self.adv_alpha}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.mc_samples < 1:
@@ -145,6 +154,15 @@ class SearchSpace:
         return all(lo <= point[k] <= hi for k, (lo, hi) in self.ranges().items())
 
 
+DEMO_BASELINES: tuple[str, ...] = ("vanilla", "obd")  # the synthetic demo stays short
+ALL_BASELINES: tuple[str, ...] = ("vanilla", "obd", "advconf", "advrev", "domainindep")  # the paper's Tables 1-2
+
+
+def default_baselines(dataset_name: str) -> tuple[str, ...]:
+    """The baselines a sweep logs unless told: all of the paper's on real data, two on the demo."""
+    return DEMO_BASELINES if dataset_name == "synthetic" else ALL_BASELINES
+
+
 # Fields a resumed sweep may change: how it runs, not what it searches or measures.
 RESUMABLE_FIELDS = frozenset(
     {
@@ -176,6 +194,7 @@ class SweepConfig:
     abort_infeasible: bool = True  # stop a trial's pruning once val F1 drops below the floor
     obd_step: float = 0.05
     obd_final: float = 0.35
+    baselines: tuple[str, ...] = DEMO_BASELINES  # logged before the trials; vanilla first
     concurrency: int = 2  # trials at a time
     workers_per_trial: int = 0  # Ray curvature workers per trial (0: in the trial process)
     cpus_per_trial: float = 1
@@ -196,6 +215,15 @@ class SweepConfig:
         if self.concurrency < 1 or self.workers_per_trial < 0:
             raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
         check_ratio_pair(self.obd_step, self.obd_final)
+        from .methods import METHOD_NAMES  # names only: imports nothing heavy
+
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        unknown = [b for b in self.baselines if b not in METHOD_NAMES or b == "fairprune"]
+        if unknown or not self.baselines or self.baselines[0] != "vanilla":
+            raise ValueError(
+                f"baselines must start with vanilla (the reference of every comparison) and name methods among "
+                f"{', '.join(m for m in METHOD_NAMES if m != 'fairprune')}; got {', '.join(self.baselines)}"
+            )
 
     @property
     def directory(self) -> Path:

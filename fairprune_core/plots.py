@@ -9,13 +9,14 @@ from typing import Any
 
 import pandas as pd
 
+from .methods import method_label
+
 __all__ = ["front_html", "front_png"]
 
 Baselines = Mapping[str, Mapping[str, float]]  # method name -> flat val/test metrics
 # marker, size and colour per baseline; others cycle through the fallback styles
 _BASELINE_STYLE = {"vanilla": ("*", 11, "#000000"), "obd": ("D", 7, "#2e7d32")}
 _FALLBACK_STYLE = [("s", 7, "#6a3d9a"), ("^", 8, "#ff7f00"), ("v", 8, "#b15928"), ("P", 8, "#1f78b4")]
-_LABELS = {"vanilla": "vanilla", "obd": "OBD"}
 
 
 def _style(name: str, i: int) -> tuple[str, int, str]:
@@ -46,7 +47,7 @@ def front_png(trials: pd.DataFrame, baselines: Baselines, floor: float, path: Pa
             ms=size,
             c=colour,
             capsize=3,
-            label=f"{_LABELS.get(name, name)} (95% CI of Eopp1)",
+            label=f"{method_label(name)} (95% CI of Eopp1)",
             zorder=4,
         )
     ax.axhline(floor, ls="--", c="#999999", lw=1, label=f"F1 floor {floor:.3f}")
@@ -83,7 +84,7 @@ def front_html(trials: pd.DataFrame, baselines: Baselines, floor: float, path: P
         for _, r in trials.iterrows()
     ]
     for name, m in baselines.items():
-        label = _LABELS.get(name, name)
+        label = method_label(name)
         pts.append(
             {
                 "x": m["val_eopp1"],
@@ -98,7 +99,7 @@ def front_html(trials: pd.DataFrame, baselines: Baselines, floor: float, path: P
     w, h, pad = 720, 480, 60
     style = {"front": ("#d1495b", 6), "feasible": ("#7aa6c2", 4), "infeasible": ("#bbbbbb", 3)}
     for i, name in enumerate(baselines):
-        style[_LABELS.get(name, name)] = (_style(name, i)[2], 8 if name == "vanilla" else 7)
+        style[method_label(name)] = (_style(name, i)[2], 8 if name == "vanilla" else 7)
     shapes = []
     for p in pts:
         cx = _scale(p["x"], x0, x1, pad, w - 20)

@@ -25,7 +25,21 @@ SMALL = {
     "vanilla": {},
     "obd": {"step_ratio": 0.05, "final_ratio": 0.1},
     "fairprune": {"step_ratio": 0.05, "final_ratio": 0.1},
+    "advconf": {},
+    "advrev": {},
+    "domainindep": {},
 }
+
+
+@pytest.fixture(scope="module")
+def training(synthetic, tmp_path_factory):
+    """One epoch of a tiny model: how training-time methods train theirs in the suite."""
+    from fairprune_core.methods.base import TrainingSetup
+    from fairprune_core.training import TrainConfig
+
+    config = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
+    train = TrainConfig(epochs=1, batch_size=64, lr=1e-3, lr_milestones=(), augment="none")
+    return TrainingSetup(synthetic, config, train, runs_dir=tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +63,10 @@ def test_every_registered_method_is_in_the_small_settings():
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_every_method_runs_through_the_engine(name, problem):
+def test_every_method_runs_through_the_engine(name, problem, training):
     method = make_method(name, **SMALL[name])
     assert isinstance(method, Method) and method.name == name
-    experiment = Experiment(problem, n_boot=50, log=None)
+    experiment = Experiment(problem, n_boot=50, log=None, training=training)
     before = {k: v.clone() for k, v in experiment.model.state_dict().items()}
     record = experiment.run_method(method)
     # the pre-trained model is never modified
@@ -184,3 +198,19 @@ def test_the_readme_example_method_runs_through_the_engine(problem, monkeypatch)
     kept = torch.cat([weights[n].detach().abs()[m] for n, m in record.output.masks.items()])
     assert pruned.max() <= kept.min() + 1e-6  # one-shot order holds: magnitudes do not change between steps
     assert '"magnitude": "fairprune_core.methods.magnitude:Magnitude"' in text  # its registry line is shown
+
+
+def test_a_training_method_without_a_training_setup_says_what_it_needs(problem):
+    with pytest.raises(ValueError, match=r"'advconf' trains its own model.*training=training_setup"):
+        Experiment(problem, log=None).run_method(make_method("advconf"))
+
+
+def test_sweep_baselines_are_checked():
+    from fairprune_core.config import SweepConfig, default_baselines
+
+    assert default_baselines("synthetic") == ("vanilla", "obd")
+    assert default_baselines("isic2019") == ("vanilla", "obd", "advconf", "advrev", "domainindep")
+    with pytest.raises(ValueError, match="must start with vanilla"):
+        SweepConfig(name="s", baselines=("obd",))
+    with pytest.raises(ValueError, match="got vanilla, kfac"):
+        SweepConfig(name="s", baselines=("vanilla", "kfac"))

@@ -115,7 +115,13 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     # 1. a complete sweep of 3 trials (the paper's two settings first); curvature workers in the trial's
     #    placement group for this one
     first = subprocess.run(
-        _cmd(mlflow_server, storage, cache_dir, "--trials", "3", "--workers-per-trial", "1"),
+        _cmd(
+            mlflow_server,
+            storage,
+            cache_dir,
+            *("--trials", "3", "--workers-per-trial", "1"),
+            *("--baselines", "vanilla,obd,advconf,advrev,domainindep"),
+        ),
         capture_output=True,
         text=True,
         timeout=400,
@@ -167,9 +173,11 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     finished = [r for r in children if r.info.status == "FINISHED"]
     trials = [r for r in finished if r.data.tags.get("method") == "fairprune"]
-    assert {r.data.tags["method"] for r in finished} == {"vanilla", "obd", "fairprune"}
-    assert sum(r.data.tags["method"] == "vanilla" for r in finished) == 1
-    assert sum(r.data.tags["method"] == "obd" for r in finished) == 1
+    baselines = {"vanilla", "obd", "advconf", "advrev", "domainindep"}
+    assert {r.data.tags["method"] for r in finished} == baselines | {"fairprune"}
+    for name in baselines:  # each requested baseline once, as a child run with its model logged
+        (run,) = [r for r in finished if r.data.tags["method"] == name]
+        assert run.data.tags["role"] == "baseline" and run.data.tags["model_uri"].startswith("models:/")
     numbers = [r.data.tags["optuna_trial"] for r in trials]
     assert len(trials) == 6 and len(set(numbers)) == 6, f"finished trial runs: {sorted(numbers)}"
     # the paper's settings were evaluated first

@@ -217,6 +217,13 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--stop-eopp1", type=float, default=None, help="stop once validation Eopp1 <= this")
     g.add_argument("--prune-seed", type=int, default=d.seed, help="seed of the curvature mini-batch sampling")
+    b = parser.add_argument_group("training-time baselines (each trained like the vanilla model)")
+    b.add_argument(
+        "--adv-weight", type=float, default=d.adv_weight, help="AdvConf: weight of the confusion loss (default 1.0)"
+    )
+    b.add_argument(
+        "--adv-alpha", type=float, default=d.adv_alpha, help="AdvRev: alpha of the projected update (default 0.1)"
+    )
 
 
 def _privileged(value: str, group_names: list[str]) -> int | None:
@@ -247,6 +254,8 @@ def prune_config_from_args(args: argparse.Namespace, dataset: Any) -> PruneConfi
         seed=args.prune_seed,
         privileged=_privileged(args.privileged, dataset.group_names),
         stop_eopp1=args.stop_eopp1,
+        adv_weight=args.adv_weight,
+        adv_alpha=args.adv_alpha,
     )
 
 

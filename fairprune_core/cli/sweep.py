@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import SAMPLERS, SearchSpace, SweepConfig
+from ..config import SAMPLERS, SearchSpace, SweepConfig, default_baselines
 from .common import prune_config_from_args
 
 __all__ = ["add_sweep_arguments", "apply_config_file", "apply_smoke", "explicit_dests", "sweep_config_from_args"]
@@ -63,6 +63,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--obd-step", type=float, default=c.obd_step, help="OBD baseline: per-step fraction")
     g.add_argument("--obd-final", type=float, default=c.obd_final, help="OBD baseline: final ratio")
+    g.add_argument(
+        "--baselines",
+        default=None,
+        help="comma-separated baselines logged before the trials, vanilla first (default: "
+        "vanilla,obd,advconf,advrev,domainindep on real data; vanilla,obd on the synthetic demo)",
+    )
     g.add_argument("--bootstrap", type=int, default=c.n_boot, help="bootstrap resamples for the intervals")
     m = parser.add_argument_group("MLflow and storage")
     m.add_argument(
@@ -154,6 +160,7 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         abort_infeasible=not args.no_abort_infeasible,
         obd_step=args.obd_step,
         obd_final=args.obd_final,
+        baselines=tuple(args.baselines.split(",")) if args.baselines else default_baselines(dataset.name),
         concurrency=args.concurrency,
         workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker,

@@ -12,7 +12,7 @@ import importlib
 from dataclasses import fields
 from typing import Any
 
-__all__ = ["METHOD_NAMES", "make_method", "method_class"]
+__all__ = ["METHOD_NAMES", "make_method", "method_class", "method_from_config", "method_label"]
 
 # name -> "module:Class" (one line per method)
 _REGISTRY: dict[str, str] = {
@@ -43,3 +43,15 @@ def make_method(name: str, **params: Any) -> Any:
         takes = ", ".join(sorted(known)) or "none"
         raise ValueError(f"method {name!r} has no hyper-parameter {', '.join(unknown)}; it takes {takes}")
     return cls(**params)
+
+
+def method_from_config(name: str, config: Any) -> Any:
+    """Method ``name`` with every hyper-parameter that ``config`` (e.g. a PruneConfig) has a field for."""
+    wanted = {f.name for f in fields(method_class(name))}
+    return make_method(name, **{k: v for k, v in config.to_dict().items() if k in wanted})
+
+
+def method_label(name: str) -> str:
+    """How tables and figures name method ``name`` (e.g. ``OBD``, ``AdvConf``)."""
+    label = method_class(name)().label()
+    return label.split(" (")[0]

@@ -11,9 +11,13 @@ the group from the predictor's output and, for equality of opportunity, the true
 with ``L_P = CE(f(x), y)`` and ``proj_v u = (u . v / |v|^2) v`` over all predictor weights as
 one vector: the predictor never moves in a direction that helps the adversary, and ``alpha``
 pushes it to hurt the adversary. The update direction is handed to Adam (as Zhang et al. do
-with their optimiser). ``alpha`` is ``adv_alpha`` (``--adv-alpha``, default 1.0; the FairPrune
-paper gives none). The adversary is linear (Zhang et al. use a logistic model) and trained
-with Adam at the predictor's learning rate. The model returned is the predictor.
+with their optimiser). ``alpha`` is ``adv_alpha`` (``--adv-alpha``; the FairPrune paper gives
+none). Default 0.1, measured on the synthetic demo (width 1/8, 20 epochs, a fresh linear probe
+reading the group from the adversary's input, chance 0.5): vanilla 0.61, alpha 0 (projection
+only) 0.59, alpha 0.1 0.52, alpha 1.0 0.91. A large alpha overshoots: the predictor makes the
+current adversary confidently WRONG, which maximises its loss but leaves the group as readable
+as before. The adversary is linear (Zhang et al. use a logistic model) and trained with Adam at
+the predictor's learning rate. The model returned is the predictor.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class AdvRevMode:
 
 @dataclass(frozen=True)
 class AdvRev(Method):
-    adv_alpha: float = 1.0  # alpha of the projected update
+    adv_alpha: float = 0.1  # alpha of the projected update (see the module docstring)
 
     name = "advrev"
 

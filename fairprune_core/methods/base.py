@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -37,6 +38,7 @@ class TrainingSetup:
     dataset: Any  # DermDataset
     model_config: Any  # ModelConfig
     train_config: Any  # TrainConfig
+    runs_dir: Path | None = None  # where trained models are cached (default: fairprune_runs/)
 
 
 @dataclass
@@ -122,8 +124,16 @@ def train_with(mode: Any, context: MethodContext) -> MethodOutput:
             f"model's training configuration: Experiment(problem, training=training_setup(dataset, checkpoint)) "
             f"(a checkpoint written by sweeps/pretrain.py records it)"
         )
+    from ..pretrained import default_pretrain_dir
+
+    out = None
+    if setup.runs_dir is not None:
+        out = (
+            Path(setup.runs_dir)
+            / default_pretrain_dir(setup.dataset, setup.model_config, setup.train_config, mode).name
+        )
     path = ensure_pretrained(
-        setup.dataset, setup.model_config, setup.train_config, mode=mode, log=context.log or (lambda _: None)
+        setup.dataset, setup.model_config, setup.train_config, out=out, mode=mode, log=context.log or (lambda _: None)
     )
     model = load_checkpoint(path, dataset=setup.dataset).model.eval()
     return MethodOutput(model.to(next(context.model.parameters()).device))

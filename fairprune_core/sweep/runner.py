@@ -25,9 +25,9 @@ from ..checkpoint import Checkpoint
 from ..config import SweepConfig
 from ..datasets import DermDataset
 from ..evaluation import evaluate
-from ..experiment import Experiment, Problem, build_problem
+from ..experiment import Experiment, Problem, build_problem, training_setup
 from ..hessian import DiagSums
-from ..methods import make_method
+from ..methods import make_method, method_from_config
 from ..tracking import MlflowTracker, Tracker
 from .front import front_of, front_summary, trials_frame
 from .state import SweepState
@@ -102,10 +102,16 @@ def _log_setup(
         tracker.log_file(checkpoint.meta["path"], "pretrained")
 
 
+def _baseline(cfg: SweepConfig, name: str) -> Any:
+    if name == "obd":
+        return make_method("obd", step_ratio=cfg.obd_step, final_ratio=cfg.obd_final)
+    return method_from_config(name, cfg.prune)
+
+
 def _run_baselines(cfg: SweepConfig, experiment: Experiment, sweep_id: str, log: Callable[[str], None]) -> dict:
-    """Vanilla and OBD, each a child run tagged role=baseline; returns their flat metrics."""
+    """Each requested baseline, a child run tagged role=baseline; returns their flat metrics."""
     out = {}
-    for method in (make_method("vanilla"), make_method("obd", step_ratio=cfg.obd_step, final_ratio=cfg.obd_final)):
+    for method in (_baseline(cfg, name) for name in cfg.baselines):
         extra = f" (step {cfg.obd_step:.0%} up to {cfg.obd_final:.0%})" if method.name == "obd" else ""
         log(f"baseline: {method.label()}{extra}")
         record = experiment.run_method(method, run_name=method.name, tags={"sweep_id": sweep_id, "role": "baseline"})
@@ -234,7 +240,9 @@ def run_sweep(
     experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
     log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
-    experiment = Experiment(problem, tracker=tracker, n_boot=cfg.n_boot, log=None)
+    experiment = Experiment(
+        problem, tracker=tracker, n_boot=cfg.n_boot, training=training_setup(dataset, checkpoint), log=None
+    )
     floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
     state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)
     state.tracking_uri = tracker.uri  # where the trials log (a resume may reach the same store anew)

@@ -8,10 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..methods import method_label
+
 __all__ = ["PROGRESS_HEADER", "format_front", "progress_row", "trial_status"]
 
 PROGRESS_HEADER = f"{'trial':>5} {'beta':>6} {'step':>6} {'final':>6} {'val F1':>7} {'val Eopp1':>9}  status"
-_BASELINE_LABELS = {"vanilla": "vanilla", "obd": "OBD"}
 
 
 def progress_row(
@@ -39,17 +40,17 @@ def _interval(m: Mapping[str, Any], key: str) -> str:
 def format_front(front: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]]) -> str:
     """The Pareto table, with every baseline the sweep logged, as printed at the end of a sweep."""
     lines = [
-        f"{'':>9} {'beta':>6} {'step':>6} {'final':>6} {'val F1':>22} {'val Eopp1':>22} "
+        f"{'':>11} {'beta':>6} {'step':>6} {'final':>6} {'val F1':>22} {'val Eopp1':>22} "
         f"{'test F1':>8} {'test Eopp1':>10}  Eopp1 change vs vanilla",
     ]
     for name, m in baselines.items():
         lines.append(
-            f"{_BASELINE_LABELS.get(name, name):>9} {'':>6} {'':>6} {'':>6} {_interval(m, 'val_avg_f1')} "
+            f"{method_label(name):>11} {'':>6} {'':>6} {'':>6} {_interval(m, 'val_avg_f1')} "
             f"{_interval(m, 'val_eopp1')} {m['test_avg_f1']:8.4f} {m['test_eopp1']:10.4f}"
         )
     for _, r in front.iterrows():
         lines.append(
-            f"{'trial ' + str(r['trial']):>9} {r['beta']:6.3f} {r['step_ratio']:6.3f} {r['final_ratio']:6.3f} "
+            f"{'trial ' + str(r['trial']):>11} {r['beta']:6.3f} {r['step_ratio']:6.3f} {r['final_ratio']:6.3f} "
             f"{_interval(r, 'val_avg_f1')} {_interval(r, 'val_eopp1')} "
             f"{r['test_avg_f1']:8.4f} {r['test_eopp1']:10.4f}  {r.get('eopp1_change_vs_vanilla', '')}"
         )
