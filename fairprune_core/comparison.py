@@ -18,6 +18,7 @@ from .experiment import Experiment, MethodRecord, build_problem, training_setup
 from .methods import method_from_config
 from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
+from .stats import INTERVAL_METHOD, compare
 
 __all__ = ["row_name", "run_comparison"]
 
@@ -74,14 +75,67 @@ def run_comparison(
                 out / f"{name}.pt", record.output.model, record.output.masks, dataset=dataset, extra=extra
             )
             log(f"saved {path}")
+    _warn_if_near_chance(records[0], log)
     names = [
         f"{n} ({'privileged' if g == problem.privileged else 'unprivileged'})"
         for g, n in enumerate(dataset.group_names)
     ]
     for split in ("val", "test"):
-        rows = {row_name(r): r.metrics[split] for r in records}
-        log(paper_table(rows, names, title=f"\n{dataset.name}, {split} split (95% bootstrap intervals)"))
-        for r in records[1:]:
-            for line in significance_lines(r.label.split(" (")[0], r.vs_vanilla[split], split):
-                log(line)
+        log(_table(records, names, split, dataset.name))
+        for line in _verdicts(records, split, experiment):
+            log(line)
     return {"records": records, "privileged": problem.privileged}
+
+
+def _table(records: list[MethodRecord], group_names: list[str], split: str, dataset_name: str) -> str:
+    rows = {}
+    for r in records:
+        collapsed = " COLLAPSED" if r.sanity[split].collapsed else ""
+        rows[row_name(r) + collapsed] = {**r.metrics[split], "null": r.null[split]}
+    title = (
+        f"\n{dataset_name}, {split} split (95% {INTERVAL_METHOD} bootstrap intervals; beside Eopp1 the "
+        f"permutation null: what a group-blind model shows at these counts, its 95th percentile and p)"
+    )
+    return paper_table(rows, group_names, title=title)
+
+
+def _verdicts(records: list[MethodRecord], split: str, experiment: Experiment) -> list[str]:
+    """Each method against vanilla; FairPrune against OBD at the same pruning ratio (the paper's claim)."""
+    lines = []
+    for r in records[1:]:
+        s = r.sanity[split]
+        lines += significance_lines(
+            r.label.split(" (")[0], r.vs_vanilla[split], split, collapsed=s.reason if s.collapsed else ""
+        )
+    by_name = {r.method: r for r in records}
+    if "fairprune" in by_name and "obd" in by_name:
+        fp, ob = by_name["fairprune"], by_name["obd"]
+        data = experiment.problem.split(split)
+        paired = compare(
+            data.labels,
+            ob.metrics[split]["predictions"],
+            fp.metrics[split]["predictions"],
+            data.groups,
+            num_classes=experiment.problem.num_classes,
+            n_boot=experiment.n_boot,
+        )
+        collapsed = " and ".join(x.sanity[split].reason for x in (fp, ob) if x.sanity[split].collapsed)
+        lines += significance_lines(
+            f"FairPrune (pr={fp.achieved_ratio:.0%})",
+            paired,
+            split,
+            against=f"OBD (pr={ob.achieved_ratio:.0%})",
+            collapsed=collapsed,
+        )
+    return lines
+
+
+def _warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:
+    s = vanilla.sanity["val"]
+    if s.near_chance or s.collapsed:
+        log(
+            "\n" + "!" * 100 + f"\nWARNING: the vanilla model is near chance on validation ({s.reason}).\n"
+            "Fairness numbers mean nothing for such a model, and pruning it cannot be judged. Pre-train a model "
+            "that learns first: more --epochs, another --lr or --batch-size, a larger --width or --image-size "
+            "(the paper's recipe is 200 epochs at 128 px).\n" + "!" * 100
+        )

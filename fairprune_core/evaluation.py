@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .datasets import SplitArrays
-from .metrics import bootstrap_intervals, fairness_metrics
+from .metrics import fairness_metrics
 from .model import to_model_input
 
 __all__ = ["evaluate", "predict", "resolve_device"]
@@ -59,15 +59,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Fairness and per-group accuracy metrics of ``model`` on one split.
 
-    With ``intervals`` the result also holds ``"intervals"``: 95% bootstrap intervals per
-    metric (see :func:`fairprune_core.metrics.bootstrap_intervals`), and ``"predictions"``.
+    With ``intervals`` the result also holds ``"intervals"``: 95% BCa bootstrap intervals per
+    metric (:func:`fairprune_core.stats.bca_intervals`; each contains its estimate), and the
+    result always holds ``"predictions"``.
     """
+    from .stats import bca_intervals
+
     logits = predict(model, data.images, batch_size=batch_size)
     pred = logits.argmax(axis=1)
     result = fairness_metrics(data.labels, pred, data.groups, num_classes=num_classes)
     result["predictions"] = pred
     if intervals:
-        result["intervals"] = bootstrap_intervals(
+        result["intervals"] = bca_intervals(
             data.labels, pred, data.groups, num_classes=num_classes, n_boot=n_boot, seed=seed
         )
     return result

@@ -25,9 +25,10 @@ from .datasets import DermDataset, SplitArrays
 from .evaluation import evaluate, predict
 from .hessian import CurvatureConfig
 from .methods.base import CurvatureData, Method, MethodContext, MethodOutput, TrainingSetup
-from .metrics import flatten_metrics, paired_bootstrap
+from .metrics import fairness_metrics, flatten_metrics
 from .model import ModelConfig, build_model
 from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
+from .stats import Sanity, compare, permutation_null, sanity
 from .tracking import NullTracker, Tracker
 
 __all__ = [
@@ -156,9 +157,11 @@ class MethodRecord:
     role: str
     params: dict[str, Any]
     output: MethodOutput
-    metrics: dict[str, dict[str, Any]]  # split -> fairness_metrics (+ intervals, predictions)
-    vs_vanilla: dict[str, dict[str, dict[str, Any]]]  # split -> paired_bootstrap (empty for vanilla)
+    metrics: dict[str, dict[str, Any]]  # split -> fairness_metrics (+ BCa intervals, predictions)
+    vs_vanilla: dict[str, dict[str, dict[str, Any]]]  # split -> stats.compare (empty for vanilla)
     seconds: float
+    null: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> Eopp1 permutation null
+    sanity: dict[str, Sanity] = field(default_factory=dict)  # split -> collapsed / near chance
     run_id: str = ""
     model_id: str = ""
     model_uri: str = ""
@@ -178,10 +181,19 @@ class MethodRecord:
             for key, (lo, hi) in m.get("intervals", {}).items():
                 name = key if key[0] not in "01" else f"g{key}"
                 out[f"{prefix}{name}_ci_low"], out[f"{prefix}{name}_ci_high"] = lo, hi
+            if split in self.null:
+                out[f"{prefix}eopp1_null_q95"] = self.null[split]["null_q95"]
+                out[f"{prefix}eopp1_null_p"] = self.null[split]["p_value"]
         return out
 
     def delta(self, split: str = "val", metric: str = "eopp1") -> dict[str, Any] | None:
         return self.vs_vanilla.get(split, {}).get(metric)
+
+    @property
+    def collapsed(self) -> bool:
+        """Collapsed on validation (where selection happens): never to be called fairer."""
+        s = self.sanity.get("val")
+        return bool(s and s.collapsed)
 
 
 class Experiment:
@@ -194,6 +206,7 @@ class Experiment:
         curvature: CurvatureBackend | None = None,
         tracker: Tracker | None = None,
         n_boot: int = 1000,
+        f1_floor: float = 0.9,
         splits: Sequence[str] = SPLITS,
         training: TrainingSetup | None = None,
         log: Callable[[str], None] | None = print,
@@ -204,6 +217,7 @@ class Experiment:
         self.curvature = curvature or LocalCurvature(problem.curvature)  # follows the model's device
         self.tracker = tracker or NullTracker()
         self.n_boot = n_boot
+        self.f1_floor = f1_floor  # relative to vanilla: below it a model is collapsed (the sweep's rule)
         self.splits = tuple(splits)
         self.log = log
         self._vanilla_pred: dict[str, np.ndarray] = {}
@@ -227,21 +241,48 @@ class Experiment:
             self._vanilla_pred[split] = predict(self.model, self.problem.split(split).images).argmax(axis=1)
         return self._vanilla_pred[split]
 
+    def vanilla_f1(self, split: str) -> float:
+        data = self.problem.split(split)
+        pred = self.vanilla_predictions(split)
+        return fairness_metrics(data.labels, pred, data.groups, num_classes=self.problem.num_classes)["avg"]["f1"]
+
     def evaluate(self, method: Method, output: MethodOutput, seconds: float) -> MethodRecord:
-        """Metrics with intervals on every split, and the paired change against vanilla."""
+        """Metrics with BCa intervals on every split, the Eopp1 permutation null, the paired change
+        against vanilla, and whether the model collapsed (below ``f1_floor`` x vanilla's F1, or one class)."""
         p = self.problem
-        metrics, deltas = {}, {}
+        metrics, deltas, nulls, sanities = {}, {}, {}, {}
         for split in self.splits:
             data = p.split(split)
             m = evaluate(output.model, data, num_classes=p.num_classes, intervals=True, n_boot=self.n_boot)
             metrics[split] = m
+            nulls[split] = permutation_null(
+                data.labels, m["predictions"], data.groups, num_classes=p.num_classes, n_perm=self.n_boot
+            )
+            floor = None if method.name == "vanilla" else self.f1_floor * self.vanilla_f1(split)
+            sanities[split] = sanity(
+                data.labels,
+                m["predictions"],
+                data.groups,
+                num_classes=p.num_classes,
+                avg_f1=m["avg"]["f1"],
+                floor=floor,
+            )
             if method.name != "vanilla":
                 base = self.vanilla_predictions(split)
-                deltas[split] = paired_bootstrap(
+                deltas[split] = compare(
                     data.labels, base, m["predictions"], data.groups, num_classes=p.num_classes, n_boot=self.n_boot
                 )
         return MethodRecord(
-            method.name, method.label(), method.role, method.hyperparameters(), output, metrics, deltas, seconds
+            method.name,
+            method.label(),
+            method.role,
+            method.hyperparameters(),
+            output,
+            metrics,
+            deltas,
+            seconds,
+            null=nulls,
+            sanity=sanities,
         )
 
     def run_method(
@@ -295,4 +336,11 @@ class Experiment:
         # the in-memory model's validation logits, to check that the logged model predicts the same
         self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
         self.tracker.log_metrics({"model_bytes": logged.bytes})
-        self.tracker.set_tags({"model_uri": logged.model_uri, "model_id": logged.model_id})
+        self.tracker.set_tags(
+            {
+                "model_uri": logged.model_uri,
+                "model_id": logged.model_id,
+                "collapsed": str(record.collapsed).lower(),
+                "interval_method": "BCa",
+            }
+        )

@@ -25,9 +25,11 @@ def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, titl
     head = f"{'method':<28}{'group':<9}{'precision':>10}{'recall':>9}{'F1':>8}   fairness"
     lines = [title, head, "-" * (len(head) + 40)] if title else [head, "-" * (len(head) + 40)]
     for name, m in rows.items():
+        null = m.get("null")
+        null_text = f"  null q95 {null['null_q95']:.3f}, p {null['p_value']:.2f}" if null else ""
         fair = [
             f"Eopp0 {m['eopp0']:.4f}{_ci(m, 'eopp0')}",
-            f"Eopp1 {m['eopp1']:.4f}{_ci(m, 'eopp1')}",
+            f"Eopp1 {m['eopp1']:.4f}{_ci(m, 'eopp1')}{null_text}",
             f"Eodd  {m['eodd']:.4f}{_ci(m, 'eodd')}",
             "",
         ]
@@ -43,14 +45,24 @@ def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, titl
     return "\n".join(lines)
 
 
-def significance_lines(name: str, paired: dict[str, dict[str, Any]], split: str) -> list[str]:
-    """Paired-bootstrap verdicts against vanilla: is each change larger than sampling noise?"""
+VERDICT_METRICS = (("eopp1", "Eopp1"), ("eodd", "Eodd"), ("avg_f1", "avg F1"), ("diff_f1", "F1 diff"))
+
+
+def significance_lines(
+    name: str, paired: dict[str, dict[str, Any]], split: str, *, against: str = "Vanilla", collapsed: str = ""
+) -> list[str]:
+    """Paired-bootstrap verdicts of ``name`` against ``against``: is each change larger than
+    sampling noise? A collapsed model is not compared; identical predictions say so once."""
+    head = f"  {name} vs {against} ({split}):"
+    if collapsed:
+        return [f"{head} not compared: {name} collapsed ({collapsed}); its fairness numbers are trivial"]
+    if any(r.get("identical") for r in paired.values()):
+        return [f"{head} no prediction changed"]
     lines = []
-    for key, label in (("eopp1", "Eopp1"), ("eodd", "Eodd"), ("avg_f1", "avg F1"), ("diff_f1", "F1 diff")):
+    for key, label in VERDICT_METRICS:
         r = paired[key]
-        verdict = "larger than sampling noise" if r["significant"] else "INSIDE sampling noise (CI contains 0)"
-        lines.append(
-            f"  {name} vs Vanilla ({split}): d{label} {r['delta']:+.4f} "
-            f"[{r['low']:+.4f}, {r['high']:+.4f}] -> {verdict}"
-        )
+        verdict = r.get("verdict") or ("larger than sampling noise" if r["significant"] else "inside sampling noise")
+        if verdict == "inside sampling noise":
+            verdict = "INSIDE sampling noise (CI contains 0)"
+        lines.append(f"{head} d{label} {r['delta']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] -> {verdict}")
     return lines

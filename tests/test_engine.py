@@ -8,7 +8,6 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from fairprune_core.checkpoint import Checkpoint
 from fairprune_core.config import PruneConfig
 from fairprune_core.evaluation import predict
 from fairprune_core.experiment import Experiment, build_problem
@@ -43,19 +42,16 @@ def training(synthetic, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def problem(synthetic):
-    model = build_model(ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16), seed=0).eval()
-    ckpt = Checkpoint(
-        model=model,
-        model_config=model.config,
-        class_names=synthetic.class_names,
-        group_names=synthetic.group_names,
-        dataset_name=synthetic.name,
-        manifest_fingerprint=synthetic.manifest_fingerprint,
-        meta={},
-    )
-    config = PruneConfig(batch_size=8, num_batches=2)
-    return build_problem(synthetic, ckpt, config, log=lambda s: None)
+def problem(synthetic, tmp_path_factory):
+    """A tiny VGG trained briefly (it must not predict one class: that model would be collapsed)."""
+    from fairprune_core.checkpoint import load_checkpoint
+    from fairprune_core.training import TrainConfig, pretrain
+
+    config = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
+    train = TrainConfig(epochs=10, batch_size=32, lr=1e-3, lr_milestones=(), augment="none")
+    res = pretrain(synthetic, config, train, tmp_path_factory.mktemp("vanilla"), log=lambda s: None)
+    ckpt = load_checkpoint(res.best_path, dataset=synthetic)
+    return build_problem(synthetic, ckpt, PruneConfig(batch_size=8, num_batches=2), log=lambda s: None)
 
 
 def test_every_registered_method_is_in_the_small_settings():
@@ -137,7 +133,7 @@ def trial_context(problem):
     initial = experiment.curvature.compute(
         experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
     )
-    return TrialContext(problem, initial, f1_floor=0.0, n_boot=50)
+    return TrialContext(problem, initial, f1_floor=0.0, f1_floor_rel=0.0, n_boot=50)
 
 
 def test_trial_reports_each_step_then_its_final_record(trial_context):
@@ -164,7 +160,7 @@ def test_reaching_the_fairness_target_is_feasible_falling_below_the_floor_is_not
     assert reached.reached_target and not reached.aborted and reached.feasible
     assert reached.achieved_ratio == pytest.approx(0.05, abs=1e-4)
     # a floor above any F1: the first step aborts the trial, which is infeasible
-    aborted = run_trial(TrialSettings(3, 0.2, 0.05, 0.3), replace(trial_context, f1_floor=2.0))
+    aborted = run_trial(TrialSettings(3, 0.2, 0.05, 0.3), replace(trial_context, f1_floor=2.0, f1_floor_rel=0.9))
     assert aborted.aborted and not aborted.reached_target and not aborted.feasible
     assert "below the floor" in aborted.stop_reason
 

@@ -27,16 +27,20 @@ TRIAL_COLUMNS = (
     "model_bytes",
     "feasible",
     "aborted",
+    "collapsed",
+    "val_eopp1_null_q95",
+    "val_eopp1_null_p",
     "eopp1_change_vs_vanilla",
     "model_uri",
     "model_id",
 )
 
 
-def is_feasible(f1: float, floor: float, *, aborted: bool) -> bool:
-    """The sweep's rule: validation F1 at or above the floor, and pruning not aborted for falling
-    below it. Stopping because the fairness target was reached is success, not an abort."""
-    return bool(f1 >= floor) and not aborted
+def is_feasible(f1: float, floor: float, *, aborted: bool, collapsed: bool = False) -> bool:
+    """The sweep's rule: validation F1 at or above the floor, pruning not aborted for falling below
+    it, and the model not collapsed to (almost) one class. Stopping because the fairness target
+    was reached is success, not an abort."""
+    return bool(f1 >= floor) and not aborted and not collapsed
 
 
 def trials_frame(runs: pd.DataFrame, floor: float) -> pd.DataFrame:
@@ -47,10 +51,12 @@ def trials_frame(runs: pd.DataFrame, floor: float) -> pd.DataFrame:
     trials["trial"] = trials["trial"].astype(int)
     for c in ("beta", "step_ratio", "final_ratio"):
         trials[c] = trials[c].astype(float)
-    aborted = trials["aborted"].eq("true") if "aborted" in trials else pd.Series(False, index=trials.index)
+    false = pd.Series(False, index=trials.index)
+    aborted = trials["aborted"].eq("true") if "aborted" in trials else false
+    collapsed = trials["collapsed"].eq("true") if "collapsed" in trials else false
     trials["feasible"] = [
-        is_feasible(f, floor, aborted=a) and ok == "true"
-        for f, a, ok in zip(trials["val_avg_f1"], aborted, trials["feasible"], strict=True)
+        is_feasible(f, floor, aborted=a, collapsed=c) and ok == "true"
+        for f, a, c, ok in zip(trials["val_avg_f1"], aborted, collapsed, trials["feasible"], strict=True)
     ]
     trials["pareto_optimal"] = pareto_of(trials)
     return trials.sort_values("trial").reset_index(drop=True)

@@ -159,6 +159,7 @@ def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initia
         problem=problem,
         initial=initial,
         f1_floor=state.f1_floor_abs,
+        f1_floor_rel=cfg.f1_floor,
         abort_infeasible=cfg.abort_infeasible,
         n_boot=cfg.n_boot,
         stop_eopp1=cfg.prune.stop_eopp1,
@@ -241,7 +242,12 @@ def run_sweep(
     log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
     experiment = Experiment(
-        problem, tracker=tracker, n_boot=cfg.n_boot, training=training_setup(dataset, checkpoint), log=None
+        problem,
+        tracker=tracker,
+        n_boot=cfg.n_boot,
+        f1_floor=cfg.f1_floor,
+        training=training_setup(dataset, checkpoint),
+        log=None,
     )
     floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
     state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)

@@ -28,7 +28,8 @@ class TrialContext:
 
     problem: Problem
     initial: dict[str, DiagSums]  # the unpruned model's per-group curvature (step 0), shared
-    f1_floor: float  # absolute
+    f1_floor: float  # absolute (on validation)
+    f1_floor_rel: float = 0.9  # the same floor relative to vanilla's F1 (the collapse rule on every split)
     abort_infeasible: bool = True
     n_boot: int = 500
     stop_eopp1: float | None = None  # the paper's "until the target fairness metric is achieved"
@@ -72,6 +73,7 @@ class TrialRecord:
     feasible: bool
     aborted: bool  # stopped because validation F1 fell below the floor
     reached_target: bool  # stopped because the fairness target was met
+    collapsed: bool  # (almost) one predicted class, or below the floor: never called fairer
     stop_reason: str
     eopp1_change_vs_vanilla: str
     run_id: str = ""
@@ -118,7 +120,7 @@ def _step_report(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str
 
 def _record(settings: TrialSettings, rec: MethodRecord, floor: float) -> TrialRecord:
     val, test = rec.metrics["val"], rec.metrics["test"]
-    delta = rec.delta("val", "eopp1") or {"significant": False}
+    delta = rec.delta("val", "eopp1") or {"verdict": "inside sampling noise"}
     f1 = float(val["avg"]["f1"])
     out = rec.output
     return TrialRecord(
@@ -131,11 +133,12 @@ def _record(settings: TrialSettings, rec: MethodRecord, floor: float) -> TrialRe
         test_avg_f1=float(test["avg"]["f1"]),
         test_eopp1=float(test["eopp1"]),
         achieved_ratio=rec.achieved_ratio,
-        feasible=is_feasible(f1, floor, aborted=out.aborted),
+        feasible=is_feasible(f1, floor, aborted=out.aborted, collapsed=rec.collapsed),
         aborted=out.aborted,
         reached_target=out.stop_kind == "target",
+        collapsed=rec.collapsed,
         stop_reason=out.stop_reason or "",
-        eopp1_change_vs_vanilla="significant" if delta["significant"] else "inside sampling noise",
+        eopp1_change_vs_vanilla="collapsed" if rec.collapsed else delta["verdict"],
         run_id=rec.run_id,
         model_id=rec.model_id,
         model_uri=rec.model_uri,
@@ -158,7 +161,12 @@ def run_trial(
     progress dict per pruning step and then the final one, while the trial's run is open."""
     report = report or (lambda _: None)
     experiment = Experiment(
-        ctx.problem, curvature=curvature, tracker=tracker or NullTracker(), n_boot=ctx.n_boot, log=None
+        ctx.problem,
+        curvature=curvature,
+        tracker=tracker or NullTracker(),
+        n_boot=ctx.n_boot,
+        f1_floor=ctx.f1_floor_rel,
+        log=None,
     )
     method = FairPrune(
         beta=settings.beta, step_ratio=settings.step, final_ratio=settings.final_ratio, stop_eopp1=ctx.stop_eopp1
@@ -173,6 +181,7 @@ def run_trial(
                 "feasible": str(trial.feasible).lower(),
                 "aborted": str(trial.aborted).lower(),
                 "reached_target": str(trial.reached_target).lower(),
+                "collapsed": str(trial.collapsed).lower(),
                 "stop_reason": trial.stop_reason,
                 "pareto_optimal": "false",
                 "eopp1_change_vs_vanilla": trial.eopp1_change_vs_vanilla,
