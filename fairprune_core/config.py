@@ -17,6 +17,7 @@ __all__ = [
     "DATASET_NAMES",
     "DEMO_BASELINES",
     "ESTIMATORS",
+    "PAPER_GRID",
     "PAPER_SETTINGS",
     "PRESETS",
     "SAMPLERS",
@@ -29,8 +30,14 @@ __all__ = [
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
 ESTIMATORS: tuple[str, ...] = ("exact", "ggn", "mc", "fisher")
-SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random")
-Sampler = Literal["nsga2", "tpe", "gp", "random"]
+SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random", "grid")
+Sampler = Literal["nsga2", "tpe", "gp", "random", "grid"]
+# The paper's own protocol (``--sampler grid``): a grid search of beta x final ratio x step.
+PAPER_GRID: dict[str, tuple[float, ...]] = {
+    "beta": (0.1, 0.2, 0.33, 0.5),
+    "final_ratio": (0.2, 0.35, 0.5, 0.65),
+    "step_ratio": (0.05, 0.1),
+}
 
 # The paper's own settings (Sec. 4): Fitzpatrick17k and ISIC 2019. A sweep evaluates them first.
 PAPER_SETTINGS: tuple[dict[str, float], ...] = (
@@ -153,6 +160,10 @@ class SearchSpace:
     def contains(self, point: dict[str, float]) -> bool:
         return all(lo <= point[k] <= hi for k, (lo, hi) in self.ranges().items())
 
+    def contains_value(self, name: str, value: float) -> bool:
+        lo, hi = self.ranges()[name]
+        return lo <= value <= hi
+
 
 DEMO_BASELINES: tuple[str, ...] = ("vanilla", "obd")  # the synthetic demo stays short
 ALL_BASELINES: tuple[str, ...] = ("vanilla", "obd", "advconf", "advrev", "domainindep")  # the paper's Tables 1-2
@@ -215,6 +226,12 @@ class SweepConfig:
         if self.concurrency < 1 or self.workers_per_trial < 0:
             raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
         check_ratio_pair(self.obd_step, self.obd_final)
+        if self.sampler == "grid":
+            outside = [
+                f"{k}={v}" for k, vals in PAPER_GRID.items() for v in vals if not self.space.contains_value(k, v)
+            ]
+            if outside:
+                raise ValueError(f"--sampler grid: grid values {', '.join(outside)} lie outside the search space")
         from .methods import METHOD_NAMES  # names only: imports nothing heavy
 
         object.__setattr__(self, "baselines", tuple(self.baselines))

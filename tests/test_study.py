@@ -162,3 +162,26 @@ def test_state_round_trips_and_reads_the_older_layout(tmp_path):
     old.update(old.pop("baselines"), obd={"val_avg_f1": 0.8})
     (tmp_path / "sweep.json").write_text(json.dumps(old))
     assert set(SweepState.load(tmp_path).baselines) == {"vanilla", "obd"}
+
+
+def test_grid_mode_runs_the_papers_protocol_once_each(tmp_path):
+    from fairprune_core.config import PAPER_GRID
+    from fairprune_core.sweep.study import grid_size
+
+    study = _study(tmp_path, sampler="grid", num_trials=grid_size())
+    study.enqueue_paper_settings()  # no-op: the grid holds them
+    points = []
+    for _ in range(grid_size()):
+        n, p = study.ask()
+        study.tell(n, f1=0.5, eopp1=0.1, floor=0.4)
+        points.append((p["beta"], p["final_ratio"], p["step_ratio"]))
+    expected = {
+        (b, f, s) for b in PAPER_GRID["beta"] for f in PAPER_GRID["final_ratio"] for s in PAPER_GRID["step_ratio"]
+    }
+    assert len(points) == 32 and set(points) == expected
+    assert {tuple(v.values()) for v in PAPER_SETTINGS} <= {(b, s, f) for b, f, s in points}
+
+
+def test_grid_values_outside_the_space_are_refused():
+    with pytest.raises(ValueError, match=r"grid values beta=0\.5 lie outside"):
+        SweepConfig(name="s", sampler="grid", space=SearchSpace(beta=(0.0, 0.4)))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SAMPLERS, SearchSpace, SweepConfig, default_baselines
+from ..sweep.study import grid_size
 from .common import prune_config_from_args
 
 __all__ = ["add_sweep_arguments", "apply_config_file", "apply_smoke", "explicit_dests", "sweep_config_from_args"]
@@ -28,7 +29,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--sampler",
         choices=SAMPLERS,
         default=c.sampler,
-        help="Optuna sampler (default: gp, the best hypervolume in benchmarks/sampler_hypervolume.py)",
+        help="Optuna sampler (default: gp, the best hypervolume in benchmarks/sampler_hypervolume.py); grid: the "
+        "paper's protocol, beta 0.1/0.2/0.33/0.5 x final 0.2/0.35/0.5/0.65 x step 0.05/0.1",
     )
     g.add_argument("--search-seed", type=int, default=c.seed, help="sampler seed")
     g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
@@ -148,7 +150,7 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
     return SweepConfig(
         name=name,
         storage=args.storage,
-        num_trials=args.trials,
+        num_trials=args.trials if args.trials is not None else (grid_size() if args.sampler == "grid" else 30),
         sampler=args.sampler,
         seed=args.search_seed,
         space=SearchSpace(

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import PAPER_SETTINGS, SAMPLERS, SearchSpace
+from ..config import PAPER_GRID, PAPER_SETTINGS, SAMPLERS, SearchSpace
 
-__all__ = ["OBJECTIVES", "SweepStudy", "make_sampler"]
+__all__ = ["OBJECTIVES", "SweepStudy", "grid_size", "make_sampler"]
 
 OBJECTIVES = ("val_avg_f1", "val_eopp1")
 DIRECTIONS = ("maximize", "minimize")
@@ -48,6 +48,8 @@ def make_sampler(kind: str, *, seed: int, num_trials: int, constrained: bool = T
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=cons)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":  # the paper's protocol; the paper's two settings are grid points
+        return optuna.samplers.GridSampler({k: list(v) for k, v in PAPER_GRID.items()}, seed=seed)
     raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -56,6 +58,20 @@ def set_constraint(trial: Any, value: float) -> None:
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
         trial.set_constraint("f1_floor", value)
     trial.set_user_attr("constraint", [value])  # older Optuna: read by constraints_func
+
+
+def _grid_sampler() -> type:
+    import optuna
+
+    return optuna.samplers.GridSampler
+
+
+def grid_size() -> int:
+    """Trials in the paper's grid (beta x final ratio x step)."""
+    n = 1
+    for values in PAPER_GRID.values():
+        n *= len(values)
+    return n
 
 
 class SweepStudy:
@@ -102,6 +118,8 @@ class SweepStudy:
 
     # -- setting up -----------------------------------------------------------------------------
     def enqueue_paper_settings(self) -> None:
+        if isinstance(self.study.sampler, _grid_sampler()):
+            return  # the grid holds them already
         for point in PAPER_SETTINGS:
             if self.space.contains(point):
                 self.study.enqueue_trial(point)
@@ -165,7 +183,16 @@ class SweepStudy:
         trial = self._asked.pop(number)
         set_constraint(trial, floor - f1)
         trial.set_user_attr("mlflow_run_id", run_id)
-        self.study.tell(trial, [f1, eopp1])
+        self._tell(trial, [f1, eopp1])
+
+    def _tell(self, trial: Any, values: list[float] | None = None, **kwargs: Any) -> None:
+        try:
+            self.study.tell(trial, values, **kwargs)
+        except RuntimeError as exc:
+            # the grid sampler calls Study.stop() once its grid is done, which Optuna only allows
+            # inside optimize(); the trial is already recorded (Optuna sets its state in a finally)
+            if "Study.stop" not in str(exc):
+                raise
 
     def tell_failed(self, number: int, *, interrupted: bool) -> None:
         """A trial that errored (counts against the budget) or was interrupted (runs again)."""
@@ -174,6 +201,6 @@ class SweepStudy:
         trial = self._asked.pop(number, None)
         if trial is None:
             return
-        self.study.tell(trial, state=TrialState.FAIL)
+        self._tell(trial, state=TrialState.FAIL)
         if interrupted:
             self._requeue(number, trial.params)
