@@ -129,3 +129,121 @@ def front_html(trials: pd.DataFrame, baselines: Baselines, floor: float, path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path
+
+
+def _figure(path_stem: Path, draw: Any, size: tuple[float, float] = (6.4, 4.4)) -> list[Path]:
+    """Draw with ``draw(ax)`` and save as PNG and SVG; returns both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=150)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p)
+    plt.close(fig)
+    return paths
+
+
+def _baseline_points(ax: Any, baselines: Baselines, x: str, y: str) -> None:
+    """Baselines with 95% intervals on both axes, each in its own marker (none hides another)."""
+    for i, (name, m) in enumerate(baselines.items()):
+        marker, size, colour = _style(name, i)
+        ax.errorbar(
+            m[x],
+            m[y],
+            xerr=[[m[x] - m[f"{x}_ci_low"]], [m[f"{x}_ci_high"] - m[x]]],
+            yerr=[[m[y] - m[f"{y}_ci_low"]], [m[f"{y}_ci_high"] - m[y]]],
+            fmt=marker,
+            ms=size,
+            mfc="none" if i else colour,
+            c=colour,
+            capsize=2,
+            lw=0.8,
+            label=method_label(name),
+            zorder=4,
+        )
+
+
+def beta_figure(points: pd.DataFrame, baselines: Baselines, path_stem: Path, *, split: str = "test") -> list[Path]:
+    """Fig. 2(a): F1 vs Eopp1 of FairPrune as beta varies at a fixed ratio, against the baselines."""
+
+    def draw(ax: Any) -> None:
+        _baseline_points(ax, baselines, f"{split}_eopp1", f"{split}_avg_f1")
+        pts = points.sort_values("beta")
+        ax.plot(pts[f"{split}_eopp1"], pts[f"{split}_avg_f1"], "-o", c="#d1495b", ms=4, lw=1, label="FairPrune")
+        for _, r in pts.iterrows():
+            mark = " (collapsed)" if r.get("collapsed") else ""
+            ax.annotate(
+                f"b={r['beta']:g}{mark}",
+                (r[f"{split}_eopp1"], r[f"{split}_avg_f1"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set_xlabel(f"{split} Eopp1 (lower is fairer)")
+        ax.set_ylabel(f"{split} average F1")
+        ax.set_title("FairPrune as beta varies (fixed pruning ratio)")
+        ax.legend(fontsize=7)
+
+    return _figure(path_stem, draw)
+
+
+def ratio_figure(curves: Mapping[str, pd.DataFrame], path_stem: Path) -> list[Path]:
+    """Fig. 2(b, c): validation recall, Eopp0 and Eopp1 against the pruning ratio, per method."""
+    colours = {"fairprune": "#d1495b", "obd": "#2e7d32"}
+
+    def draw(ax: Any) -> None:
+        for name, c in curves.items():
+            colour = colours.get(name, "#555555")
+            ax.plot(c["ratio"], c["val_avg_recall"], "-o", ms=3, c=colour, label=f"{method_label(name)}: avg recall")
+            ax.plot(c["ratio"], c["val_eopp1"], "--s", ms=3, c=colour, label=f"{method_label(name)}: Eopp1")
+            ax.plot(c["ratio"], c["val_eopp0"], ":^", ms=3, c=colour, label=f"{method_label(name)}: Eopp0")
+        ax.set_xlabel("pruning ratio")
+        ax.set_ylabel("validation metric")
+        ax.set_title("Recall and fairness against the pruning ratio")
+        ax.legend(fontsize=7, ncol=2)
+
+    return _figure(path_stem, draw)
+
+
+def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_stem: Path) -> list[Path]:
+    """The validation Pareto front with intervals on its points, every baseline marked, collapsed trials crossed."""
+
+    def draw(ax: Any) -> None:
+        collapsed = trials.get("collapsed", pd.Series("false", index=trials.index)).eq("true")
+        infeas = trials[~trials["feasible"] & ~collapsed]
+        ax.scatter(infeas["val_eopp1"], infeas["val_avg_f1"], marker=".", c="#bbbbbb", label="infeasible trial")
+        ax.scatter(
+            trials[collapsed]["val_eopp1"], trials[collapsed]["val_avg_f1"], marker="x", c="#999999", label="collapsed"
+        )
+        feas = trials[trials["feasible"] & ~trials["pareto_optimal"]]
+        ax.scatter(feas["val_eopp1"], feas["val_avg_f1"], c="#7aa6c2", s=14, label="feasible trial")
+        front = trials[trials["pareto_optimal"]].sort_values("val_eopp1")
+        ax.errorbar(
+            front["val_eopp1"],
+            front["val_avg_f1"],
+            xerr=[front["val_eopp1"] - front["val_eopp1_ci_low"], front["val_eopp1_ci_high"] - front["val_eopp1"]],
+            yerr=[front["val_avg_f1"] - front["val_avg_f1_ci_low"], front["val_avg_f1_ci_high"] - front["val_avg_f1"]],
+            fmt="o",
+            c="#d1495b",
+            ms=5,
+            capsize=2,
+            lw=0.8,
+            label="Pareto-optimal (95% BCa)",
+            zorder=3,
+        )
+        ax.step(front["val_eopp1"], front["val_avg_f1"], where="post", c="#d1495b", lw=1)
+        _baseline_points(ax, baselines, "val_eopp1", "val_avg_f1")
+        ax.axhline(floor, ls="--", c="#999999", lw=1, label=f"F1 floor {floor:.3f}")
+        ax.set_xlabel("validation Eopp1 (lower is fairer)")
+        ax.set_ylabel("validation average F1")
+        ax.set_title("Validation Pareto front")
+        ax.legend(fontsize=7, loc="lower right")
+
+    return _figure(path_stem, draw)

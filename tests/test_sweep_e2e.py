@@ -240,3 +240,39 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         "dataset_summary.json",
         "split_manifest.csv",
     } <= names
+
+    # -- the report of that sweep: tables on test, figures, ablations as child runs -------------
+    rep = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "sweeps" / "report.py"),
+            "--smoke-test",
+            "--storage",
+            str(storage),
+            "--name",
+            "e2e",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    report = (storage / "e2e" / "report.md").read_text()
+    assert "layout of the paper's Tables 1-2" in report and "BCa" in report and "permutation null" in report
+    for baseline in ("Vanilla", "OBD", "AdvConf", "AdvRev", "DomainIndep"):
+        assert f"\n{baseline} " in report
+    for stem in ("report_fig2a_beta", "report_fig2bc_ratio", "report_front"):
+        assert (storage / "e2e" / f"{stem}.png").is_file() and (storage / "e2e" / f"{stem}.svg").is_file()
+    assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    after = client.search_runs([exp.experiment_id], max_results=1000)
+    ablations = [r for r in after if r.data.tags.get("role") == "ablation"]
+    assert len(ablations) == 4 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in ablations)
+    # ablations are not trials: the front's tags are unchanged
+    assert {
+        r.info.run_id
+        for r in after
+        if r.data.tags.get("pareto_optimal") == "true" and r.data.tags.get("role") == "trial"
+    } == {r.info.run_id for r in tagged}

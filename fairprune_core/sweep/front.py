@@ -47,6 +47,8 @@ def trials_frame(runs: pd.DataFrame, floor: float) -> pd.DataFrame:
     """One row per finished trial run (plain column names), feasibility and Pareto flags added."""
     if runs.empty:
         return runs
+    if "role" in runs:  # the report's ablation runs are FairPrune runs too, but not trials
+        runs = runs[runs["role"] == "trial"]
     trials = runs[[c for c in TRIAL_COLUMNS if c in runs.columns]].rename(columns={"optuna_trial": "trial"})
     trials["trial"] = trials["trial"].astype(int)
     for c in ("beta", "step_ratio", "final_ratio"):

@@ -210,6 +210,15 @@ class MlflowTracker:
             size = -1
         return LoggedModel(info.model_id, info.model_uri, size)
 
+    def load_model(self, model_uri: str) -> tuple[Any, dict[str, Any] | None]:
+        """A logged model and its masks (None when it is dense)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        model = mlflow.pytorch.load_model(model_uri).eval()
+        masks = getattr(model, "masks", None) or None
+        return model, masks
+
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         import mlflow
 
