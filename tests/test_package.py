@@ -94,3 +94,10 @@ def test_presets_are_config_instances_and_dataset_names_agree():
     assert tuple(DATASETS) == DATASET_NAMES
     assert all(isinstance(p, Preset) for p in PRESETS.values())
     assert PRESETS["paper"].with_overrides(width=0.25, epochs=None).width == 0.25
+
+
+def test_synthetic_bias_names_agree():
+    from fairprune_core.config import SYNTHETIC_BIASES
+    from fairprune_core.datasets.synthetic import BIAS_PRESETS
+
+    assert tuple(BIAS_PRESETS) == SYNTHETIC_BIASES

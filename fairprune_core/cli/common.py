@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import DATASET_NAMES, ESTIMATORS, PRESETS, Preset, PruneConfig, SweepConfig
+from ..config import DATASET_NAMES, ESTIMATORS, PRESETS, SYNTHETIC_BIASES, Preset, PruneConfig, SweepConfig
 
 __all__ = [
     "add_checkpoint_argument",
@@ -69,6 +69,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="pixel cache folder (default: $FAIRPRUNE_CACHE or ~/.cache/fairprune)",
+    )
+    g.add_argument(
+        "--synthetic-bias",
+        choices=SYNTHETIC_BIASES,
+        default="default",
+        help="synthetic data only: the planted group bias (default: a light-skin shortcut and a difficulty gap on "
+        "dark skin); none: the negative control, where no group difference carries label information",
+    )
+    g.add_argument(
+        "--synthetic-images", type=int, default=None, help="synthetic data only: images generated (default 1500)"
     )
     g.add_argument(
         "--skip-unreadable",
@@ -128,6 +138,14 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     )
     if args.dataset in ("fitzpatrick17k", "synthetic"):
         options["label_column"] = args.label_column
+    if args.dataset == "synthetic":
+        from ..datasets.synthetic import BIAS_PRESETS
+
+        options.update(BIAS_PRESETS[args.synthetic_bias])
+        if args.synthetic_images is not None:
+            options["num_images"] = args.synthetic_images
+    elif args.synthetic_bias != "default" or args.synthetic_images is not None:
+        raise SystemExit("--synthetic-bias and --synthetic-images apply to --dataset synthetic only")
     return load_dataset(args.dataset, args.data_root, **options)
 
 

@@ -34,7 +34,15 @@ from PIL import Image
 from .cache import default_cache_dir
 from .fitzpatrick import CSV_NAME
 
-__all__ = ["SyntheticConfig", "generate_synthetic", "synthetic_root"]
+__all__ = ["BIAS_PRESETS", "SyntheticConfig", "generate_synthetic", "synthetic_root"]
+
+# ``--synthetic-bias``: "default" is the demo's planted bias (shortcut + difficulty gap); "none" is
+# the negative control: no shortcut, the same contrast, noise and shape jitter on every skin tone
+# (the groups still differ in skin colour, which carries no label information).
+BIAS_PRESETS: dict[str, dict[str, float]] = {
+    "default": {},
+    "none": {"shortcut_fraction": 0.0, "dark_contrast": 0.7, "dark_noise": 8.0, "jitter_gap": 0.0},
+}
 
 # name, nine-partition label, three-partition label, shape, RGB colour, texture
 _CLASSES: tuple[tuple[str, str, str, str, tuple[int, int, int], str], ...] = (
@@ -61,6 +69,7 @@ class SyntheticConfig:
     light_contrast: float = 0.7
     dark_noise: float = 22.0  # pixel noise std on dark skin
     light_noise: float = 8.0
+    jitter_gap: float = 0.08  # extra lesion-shape jitter on the darkest skin (0: none)
     label_noise: float = 0.05  # share of rows whose CSV label is another class (annotation noise)
     shortcut_fraction: float = 0.6  # share of light-skin images with a class-coloured corner marker
     unknown_skin_fraction: float = 0.02  # rows with fitzpatrick_scale -1
@@ -179,7 +188,7 @@ def _draw(
     light = 1.0 + 0.15 * (rng.random() - 0.5) * (xx + yy)  # a soft lighting gradient
     bg = skin[None, None, :] * light[..., None]
 
-    jitter = 0.04 + 0.08 * t
+    jitter = 0.04 + cfg.jitter_gap * t
     cx, cy = rng.normal(0, jitter, 2)
     r = 0.22 * np.exp(rng.normal(0, 0.12 + jitter))
     ang = rng.uniform(0, np.pi)
