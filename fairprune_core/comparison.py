@@ -18,9 +18,9 @@ from .experiment import Experiment, MethodRecord, build_problem, training_setup
 from .methods import method_from_config
 from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
-from .stats import INTERVAL_METHOD, compare
+from .stats import INTERVAL_METHOD
 
-__all__ = ["row_name", "run_comparison"]
+__all__ = ["row_name", "run_comparison", "versus_lines"]
 
 
 def row_name(record: MethodRecord) -> str:
@@ -109,25 +109,18 @@ def _verdicts(records: list[MethodRecord], split: str, experiment: Experiment) -
         )
     by_name = {r.method: r for r in records}
     if "fairprune" in by_name and "obd" in by_name:
-        fp, ob = by_name["fairprune"], by_name["obd"]
-        data = experiment.problem.split(split)
-        paired = compare(
-            data.labels,
-            ob.metrics[split]["predictions"],
-            fp.metrics[split]["predictions"],
-            data.groups,
-            num_classes=experiment.problem.num_classes,
-            n_boot=experiment.n_boot,
-        )
-        collapsed = " and ".join(x.sanity[split].reason for x in (fp, ob) if x.sanity[split].collapsed)
-        lines += significance_lines(
-            f"FairPrune (pr={fp.achieved_ratio:.0%})",
-            paired,
-            split,
-            against=f"OBD (pr={ob.achieved_ratio:.0%})",
-            collapsed=collapsed,
-        )
+        fp = by_name["fairprune"]
+        lines += versus_lines(f"FairPrune (pr={fp.achieved_ratio:.0%})", fp, by_name["obd"], split, experiment)
     return lines
+
+
+def versus_lines(name: str, record: MethodRecord, ref: MethodRecord, split: str, experiment: Experiment) -> list[str]:
+    """Verdicts of ``record`` against ``ref`` (e.g. FairPrune against OBD at the same ratio);
+    nothing is compared when either collapsed."""
+    collapsed = " and ".join(x.sanity[split].reason for x in (record, ref) if x.sanity[split].collapsed)
+    against = row_name(ref).split(" COLLAPSED")[0]
+    paired = experiment.paired(split, ref, record)
+    return significance_lines(name, paired, split, against=against, collapsed=collapsed)
 
 
 def _warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:

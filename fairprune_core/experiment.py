@@ -285,6 +285,12 @@ class Experiment:
             sanity=sanities,
         )
 
+    def paired(self, split: str, a: MethodRecord, b: MethodRecord) -> dict[str, dict[str, Any]]:
+        """The paired change from ``a`` to ``b`` on ``split`` (:func:`fairprune_core.stats.compare`)."""
+        data = self.problem.split(split)
+        pa, pb = a.metrics[split]["predictions"], b.metrics[split]["predictions"]
+        return compare(data.labels, pa, pb, data.groups, num_classes=self.problem.num_classes, n_boot=self.n_boot)
+
     def run_method(
         self,
         method: Method,

@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 
 from ..checkpoint import load_checkpoint
+from ..comparison import versus_lines
 from ..datasets import load_dataset
 from ..experiment import Experiment, MethodRecord, build_problem, training_setup
 from ..methods import make_method, method_label
 from ..methods.base import MethodOutput
 from ..report import paper_table, significance_lines
-from ..stats import INTERVAL_METHOD, compare
+from ..stats import INTERVAL_METHOD
 from ..tracking import MlflowTracker
 from .front import front_of, trials_frame
 from .runner import _initial_curvature
@@ -165,7 +166,6 @@ class _Report:
 def _verdicts(rows: dict[str, MethodRecord], experiment: Experiment, split: str = "test") -> list[str]:
     """Every row against vanilla, and FairPrune's rows against OBD."""
     lines = []
-    data = experiment.problem.split(split)
     obd = next((r for r in rows.values() if r.method == "obd"), None)
     for name, r in rows.items():
         if r.method == "vanilla":
@@ -173,15 +173,7 @@ def _verdicts(rows: dict[str, MethodRecord], experiment: Experiment, split: str 
         s = r.sanity[split]
         lines += significance_lines(name, r.vs_vanilla[split], split, collapsed=s.reason if s.collapsed else "")
         if r.method == "fairprune" and obd is not None:
-            paired = compare(
-                data.labels,
-                obd.metrics[split]["predictions"],
-                r.metrics[split]["predictions"],
-                data.groups,
-                num_classes=experiment.problem.num_classes,
-                n_boot=experiment.n_boot,
-            )
-            lines += significance_lines(name, paired, split, against=f"OBD (pr={obd.achieved_ratio:.0%})")
+            lines += versus_lines(name, r, obd, split, experiment)
     return lines
 
 
