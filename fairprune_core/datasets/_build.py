@@ -24,6 +24,29 @@ def index_images(image_root: Path, extensions: tuple[str, ...] = (".jpg", ".jpeg
     return found
 
 
+def _check_classes_and_groups(
+    rows: pd.DataFrame, class_names: list[str], group_names: list[str], name: str, fix_hint: str
+) -> tuple[list[str], list[str]]:
+    """Classes with images (in their original order) and those without; errors for < 2 classes or
+    a missing group."""
+    present = set(rows["label_name"])
+    kept_classes = [c for c in class_names if c in present]
+    dropped_classes = [c for c in class_names if c not in present]
+    if len(kept_classes) < 2:
+        raise DatasetError(
+            f"{name}: only {len(kept_classes)} class ({', '.join(kept_classes) or 'none'}) has "
+            f"images after filtering; classification needs at least 2. {fix_hint}".strip()
+        )
+    group_counts = rows["group"].value_counts()
+    if len(group_counts) < 2 or (group_counts < 1).any():
+        have = ", ".join(f"{group_names[g]} {n}" for g, n in group_counts.items()) or "none"
+        raise DatasetError(
+            f"{name}: fairness needs images from both groups ({' and '.join(group_names)}); "
+            f"found {have}. {fix_hint}".strip()
+        )
+    return kept_classes, dropped_classes
+
+
 def assemble(
     *,
     name: str,
@@ -69,23 +92,7 @@ def assemble(
         keep = np.ones(len(rows), dtype=bool)
         keep[bad] = False
         rows, cache_pos = rows[keep].reset_index(drop=True), cache_pos[keep]
-
-    # classes left without rows are dropped and the rest renumbered in their original order
-    present = set(rows["label_name"])
-    kept_classes = [c for c in class_names if c in present]
-    dropped_classes = [c for c in class_names if c not in present]
-    if len(kept_classes) < 2:
-        raise DatasetError(
-            f"{name}: only {len(kept_classes)} class ({', '.join(kept_classes) or 'none'}) has "
-            f"images after filtering; classification needs at least 2. {fix_hint}".strip()
-        )
-    group_counts = rows["group"].value_counts()
-    if len(group_counts) < 2 or (group_counts < 1).any():
-        have = ", ".join(f"{group_names[g]} {n}" for g, n in group_counts.items()) or "none"
-        raise DatasetError(
-            f"{name}: fairness needs images from both groups ({' and '.join(group_names)}); "
-            f"found {have}. {fix_hint}".strip()
-        )
+    kept_classes, dropped_classes = _check_classes_and_groups(rows, class_names, group_names, name, fix_hint)
     label_index = {c: i for i, c in enumerate(kept_classes)}
     labels = rows["label_name"].map(label_index).to_numpy(np.int64)
     groups = rows["group"].to_numpy(np.int64)
@@ -95,10 +102,7 @@ def assemble(
         keep = split != ""
         rows, cache_pos, labels, groups, split = (
             rows[keep].reset_index(drop=True),
-            cache_pos[keep],
-            labels[keep],
-            groups[keep],
-            split[keep],
+            *(a[keep] for a in (cache_pos, labels, groups, split)),
         )
     else:
         unit = rows[unit_column].to_numpy(object) if unit_column else None

@@ -24,6 +24,35 @@ GROUP_NAMES = ["light", "dark"]
 LabelColumn = Literal["label", "nine_partition_label", "three_partition_label"]
 
 
+def _usable_rows(
+    frame: pd.DataFrame, label_column: str, drop_wrongly_labelled: bool, log: DropLog, csv_path: Path
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows with a known skin type and a label (and, if asked, not flagged wrongly labelled), and
+    their skin types; each drop counted."""
+    scale = pd.to_numeric(frame["fitzpatrick_scale"], errors="coerce")
+    bad_scale = scale.isna() | ~scale.isin([-1, 1, 2, 3, 4, 5, 6])
+    if bad_scale.any():
+        example = frame.loc[bad_scale, "fitzpatrick_scale"].iloc[0]
+        raise DatasetError(
+            f"{csv_path.name}: {int(bad_scale.sum())} rows have a fitzpatrick_scale outside "
+            f"1-6 or -1 (e.g. {example!r}); fix or remove those rows"
+        )
+    unknown = scale == -1
+    log.drop("skin type unknown (fitzpatrick_scale -1)", int(unknown.sum()))
+    frame, scale = frame[~unknown], scale[~unknown]
+
+    no_label = frame[label_column].isna()
+    log.drop(f"no {label_column}", int(no_label.sum()))
+    frame, scale = frame[~no_label], scale[~no_label]
+
+    if drop_wrongly_labelled and "qc" in frame.columns:
+        wrong = frame["qc"].fillna("").str.startswith("3")
+        log.drop("qc: wrongly labelled", int(wrong.sum()))
+        frame, scale = frame[~wrong], scale[~wrong]
+
+    return frame, scale
+
+
 def load_fitzpatrick17k(
     root: str | Path,
     *,
@@ -58,26 +87,7 @@ def load_fitzpatrick17k(
     frame = frame.drop_duplicates("md5hash")
     log.drop("duplicate md5hash", log.rows_read - len(frame))
 
-    scale = pd.to_numeric(frame["fitzpatrick_scale"], errors="coerce")
-    bad_scale = scale.isna() | ~scale.isin([-1, 1, 2, 3, 4, 5, 6])
-    if bad_scale.any():
-        example = frame.loc[bad_scale, "fitzpatrick_scale"].iloc[0]
-        raise DatasetError(
-            f"{csv_path.name}: {int(bad_scale.sum())} rows have a fitzpatrick_scale outside "
-            f"1-6 or -1 (e.g. {example!r}); fix or remove those rows"
-        )
-    unknown = scale == -1
-    log.drop("skin type unknown (fitzpatrick_scale -1)", int(unknown.sum()))
-    frame, scale = frame[~unknown], scale[~unknown]
-
-    no_label = frame[label_column].isna()
-    log.drop(f"no {label_column}", int(no_label.sum()))
-    frame, scale = frame[~no_label], scale[~no_label]
-
-    if drop_wrongly_labelled and "qc" in frame.columns:
-        wrong = frame["qc"].fillna("").str.startswith("3")
-        log.drop("qc: wrongly labelled", int(wrong.sum()))
-        frame, scale = frame[~wrong], scale[~wrong]
+    frame, scale = _usable_rows(frame, label_column, drop_wrongly_labelled, log, csv_path)
 
     image_root = Path(image_dir) if image_dir is not None else root
     found = index_images(image_root)
