@@ -20,7 +20,7 @@ from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
 from .stats import INTERVAL_METHOD
 
-__all__ = ["row_name", "run_comparison", "versus_lines"]
+__all__ = ["row_name", "run_comparison", "versus_lines", "warn_if_near_chance"]
 
 
 def row_name(record: MethodRecord) -> str:
@@ -75,7 +75,7 @@ def run_comparison(
                 out / f"{name}.pt", record.output.model, record.output.masks, dataset=dataset, extra=extra
             )
             log(f"saved {path}")
-    _warn_if_near_chance(records[0], log)
+    warn_if_near_chance(records[0], log)
     names = [
         f"{n} ({'privileged' if g == problem.privileged else 'unprivileged'})"
         for g, n in enumerate(dataset.group_names)
@@ -123,7 +123,7 @@ def versus_lines(name: str, record: MethodRecord, ref: MethodRecord, split: str,
     return significance_lines(name, paired, split, against=against, collapsed=collapsed)
 
 
-def _warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:
+def warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:
     s = vanilla.sanity["val"]
     if s.near_chance or s.collapsed:
         log(

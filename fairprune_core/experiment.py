@@ -221,6 +221,7 @@ class Experiment:
         self.splits = tuple(splits)
         self.log = log
         self._vanilla_pred: dict[str, np.ndarray] = {}
+        self._constant_f1: dict[str, float] = {}
 
     def context(self, **overrides: Any) -> MethodContext:
         p = self.problem

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["apply_masks", "prunable_parameters"]
+__all__ = ["apply_masks", "prunable_parameters", "pruned_fraction"]
 
 
 def prunable_parameters(model: nn.Module, *, include_biases: bool = False) -> list[str]:
@@ -31,3 +31,11 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         for name, mask in masks.items():
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
     return model
+
+
+def pruned_fraction(masks: Mapping[str, torch.Tensor] | None) -> float:
+    """Share of the masked weights that are pruned (0 for a dense model)."""
+    if not masks:
+        return 0.0
+    total = sum(m.numel() for m in masks.values())
+    return 1 - sum(int(m.sum()) for m in masks.values()) / total

@@ -34,6 +34,7 @@ __all__ = [
     "FAIRNESS_KEYS",
     "GROUP_KEYS",
     "bootstrap_intervals",
+    "bootstrap_samples",
     "fairness_metrics",
     "flatten_metrics",
     "group_confusion",
@@ -204,6 +205,19 @@ def _resampled_confusions(
     return out
 
 
+def bootstrap_samples(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, k: int, *, n_boot: int, seed: int
+) -> dict[str, np.ndarray]:
+    """``n_boot`` seeded bootstrap values of every flat metric (resampling within groups)."""
+    rng = np.random.default_rng(seed)
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_boot, 200):
+        (conf,) = _resampled_confusions(y_true, [y_pred], groups, k, rng, min(200, n_boot - start))
+        for key, val in metrics_from_confusion(conf).items():
+            chunks.setdefault(key, []).append(val)
+    return {key: np.concatenate(vals) for key, vals in chunks.items()}
+
+
 def bootstrap_intervals(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
@@ -223,16 +237,10 @@ def bootstrap_intervals(
     if n_boot < 10:
         raise ValueError(f"n_boot must be >= 10, got {n_boot}")
     y_true, y_pred, groups, k = _check_inputs(y_true, y_pred, groups, num_classes)
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n_boot, 200):
-        (conf,) = _resampled_confusions(y_true, [y_pred], groups, k, rng, min(200, n_boot - start))
-        for key, val in metrics_from_confusion(conf).items():
-            samples.setdefault(key, []).append(val)
+    samples = bootstrap_samples(y_true, y_pred, groups, k, n_boot=n_boot, seed=seed)
     alpha = (1 - level) / 2
     out = {}
-    for key, chunks in samples.items():
-        vals = np.concatenate(chunks)
+    for key, vals in samples.items():
         vals = vals[~np.isnan(vals)]
         out[key] = (
             (float(np.quantile(vals, alpha)), float(np.quantile(vals, 1 - alpha)))

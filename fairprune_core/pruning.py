@@ -34,7 +34,7 @@ from .config import check_ratio_pair
 from .datasets import SplitArrays
 from .evaluation import evaluate
 from .hessian import CurvatureConfig, DiagSums, Estimator
-from .masks import apply_masks, prunable_parameters
+from .masks import apply_masks, prunable_parameters, pruned_fraction
 from .metrics import flatten_metrics
 
 __all__ = [
@@ -173,8 +173,7 @@ class PruneResult:
 
     @property
     def achieved_ratio(self) -> float:
-        total = sum(m.numel() for m in self.masks.values())
-        return 1 - sum(int(m.sum()) for m in self.masks.values()) / total
+        return pruned_fraction(self.masks)
 
     @property
     def stopped_early(self) -> bool:

@@ -62,7 +62,7 @@ def significance_lines(
     lines = []
     for key, label in VERDICT_METRICS:
         r = paired[key]
-        verdict = r.get("verdict") or ("larger than sampling noise" if r["significant"] else "inside sampling noise")
+        verdict = r["verdict"]  # from fairprune_core.stats.compare
         if verdict == "inside sampling noise":
             verdict = "INSIDE sampling noise (CI contains 0)"
         lines.append(f"{head} d{label} {r['delta']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] -> {verdict}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import _check_inputs, _resampled_confusions, group_confusion, metrics_from_confusion, paired_bootstrap
+from .metrics import _check_inputs, bootstrap_samples, group_confusion, metrics_from_confusion, paired_bootstrap
 
 __all__ = [
     "INTERVAL_METHOD",
@@ -109,16 +109,10 @@ def bca_intervals(
     y_true, y_pred, groups, k = _check_inputs(y_true, y_pred, groups, num_classes)
     conf = group_confusion(y_true, y_pred, groups, k)
     point = metrics_from_confusion(conf)
-    rng = np.random.default_rng(seed)
-    chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n_boot, 200):
-        (boot,) = _resampled_confusions(y_true, [y_pred], groups, k, rng, min(200, n_boot - start))
-        for key, val in metrics_from_confusion(boot).items():
-            chunks.setdefault(key, []).append(val)
+    boot = bootstrap_samples(y_true, y_pred, groups, k, n_boot=n_boot, seed=seed)
     loo, counts = _jackknife(conf)
     return {
-        key: _bca_one(float(point[key]), np.concatenate(vals), _acceleration(loo[key], counts), level)
-        for key, vals in chunks.items()
+        key: _bca_one(float(point[key]), vals, _acceleration(loo[key], counts), level) for key, vals in boot.items()
     }
 
 
@@ -209,11 +203,19 @@ class Sanity:
 
 
 def sanity(
-    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, *, num_classes: int, avg_f1: float, floor: float | None
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    *,
+    num_classes: int,
+    avg_f1: float,
+    floor: float | None,
+    constant_f1: float | None = None,
 ) -> Sanity:
     """``collapsed`` and ``near_chance`` for one model's predictions (see the module docstring).
 
-    ``floor`` is the absolute avg-F1 floor (the sweep's rule: 0.9 x vanilla); None for vanilla."""
+    ``floor`` is the absolute avg-F1 floor (the sweep's rule: 0.9 x vanilla); None for vanilla.
+    ``constant_f1`` is :func:`best_constant_f1` of the split (computed here when not given)."""
     counts = np.bincount(np.asarray(y_pred), minlength=num_classes)
     share = float(counts.max() / max(counts.sum(), 1))
     reasons = []
@@ -221,7 +223,7 @@ def sanity(
         reasons.append(f"{share:.0%} of predictions are one class")
     if floor is not None and avg_f1 < floor:
         reasons.append(f"avg F1 {avg_f1:.3f} below the floor {floor:.3f}")
-    constant = best_constant_f1(y_true, groups, num_classes)
+    constant = constant_f1 if constant_f1 is not None else best_constant_f1(y_true, groups, num_classes)
     near = avg_f1 < CHANCE_FACTOR * constant
     if near:
         reasons.append(f"avg F1 {avg_f1:.3f} below {CHANCE_FACTOR} x the best constant predictor's {constant:.3f}")

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..datasets import SplitArrays
 from ..hessian import DiagSums
+from ..masks import pruned_fraction
 from ..pruning import CurvatureBackend, GroupSampler, PruneResult
 
 __all__ = ["CurvatureData", "Method", "MethodContext", "MethodOutput", "TrainingSetup", "train_with"]
@@ -70,10 +71,7 @@ class MethodOutput:
 
     @property
     def achieved_ratio(self) -> float:
-        if not self.masks:
-            return 0.0
-        total = sum(m.numel() for m in self.masks.values())
-        return 1 - sum(int(m.sum()) for m in self.masks.values()) / total
+        return pruned_fraction(self.masks)
 
     @property
     def aborted(self) -> bool:

@@ -36,7 +36,7 @@ from ..report import paper_table, significance_lines
 from ..stats import INTERVAL_METHOD
 from ..tracking import MlflowTracker
 from .front import front_of, trials_frame
-from .runner import _initial_curvature
+from .runner import initial_curvature
 from .state import SweepState
 
 __all__ = ["ReportConfig", "build_report", "knee", "select_points"]
@@ -247,7 +247,7 @@ def build_report(directory: Path, rc: ReportConfig | None = None, *, log: Callab
         base = rep.baseline_records(runs)
         points = select_points(trials, base["vanilla"].metrics["val"]["eopp1"])
         rows = {method_label(k): v for k, v in base.items()} | rep.point_records(points)
-        initial = _initial_curvature(rep.cfg, rep.experiment, log)
+        initial = initial_curvature(rep.cfg, rep.experiment, log)
         betas = rep.beta_points(initial)
         curves = rep.ratio_curves(initial)
         flat = {k: v.flat() for k, v in base.items()}

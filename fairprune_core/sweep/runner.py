@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..checkpoint import Checkpoint
+from ..comparison import warn_if_near_chance
 from ..config import SweepConfig
 from ..datasets import DermDataset
 from ..evaluation import evaluate
@@ -115,11 +116,13 @@ def _run_baselines(cfg: SweepConfig, experiment: Experiment, sweep_id: str, log:
         extra = f" (step {cfg.obd_step:.0%} up to {cfg.obd_final:.0%})" if method.name == "obd" else ""
         log(f"baseline: {method.label()}{extra}")
         record = experiment.run_method(method, run_name=method.name, tags={"sweep_id": sweep_id, "role": "baseline"})
+        if method.name == "vanilla":
+            warn_if_near_chance(record, log)
         out[method.name] = record.flat()
     return out
 
 
-def _initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[str], None]) -> dict[str, DiagSums]:
+def initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[str], None]) -> dict[str, DiagSums]:
     """The unpruned model's per-group curvature: the same for every trial, so computed once."""
     path = cfg.directory / "initial_curvature.pt"
     if path.is_file():
@@ -260,7 +263,7 @@ def run_sweep(
             tracker.log_params({"f1_floor_abs": floor})
             state.baselines = _run_baselines(cfg, experiment, state.sweep_id, log)
             state.save(cfg.directory)
-        initial = _initial_curvature(cfg, experiment, log)
+        initial = initial_curvature(cfg, experiment, log)
         study = _open_study(cfg, state, tracker, new=stored is None, log=log)
         already = study.finished_count()
         interrupted = False
