@@ -28,7 +28,7 @@ from .methods.base import CurvatureData, Method, MethodContext, MethodOutput, Tr
 from .metrics import fairness_metrics, flatten_metrics
 from .model import ModelConfig, build_model
 from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
-from .stats import Sanity, compare, permutation_null, sanity
+from .stats import Sanity, best_constant_f1, compare, permutation_null, sanity
 from .tracking import NullTracker, Tracker
 
 __all__ = [
@@ -260,6 +260,8 @@ class Experiment:
                 data.labels, m["predictions"], data.groups, num_classes=p.num_classes, n_perm=self.n_boot
             )
             floor = None if method.name == "vanilla" else self.f1_floor * self.vanilla_f1(split)
+            if split not in self._constant_f1:  # depends on the split only
+                self._constant_f1[split] = best_constant_f1(data.labels, data.groups, p.num_classes)
             sanities[split] = sanity(
                 data.labels,
                 m["predictions"],
@@ -267,6 +269,7 @@ class Experiment:
                 num_classes=p.num_classes,
                 avg_f1=m["avg"]["f1"],
                 floor=floor,
+                constant_f1=self._constant_f1[split],
             )
             if method.name != "vanilla":
                 base = self.vanilla_predictions(split)
