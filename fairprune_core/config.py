@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
-SYNTHETIC_BIASES: tuple[str, ...] = ("default", "none")  # the demo's planted bias; the negative control
+SYNTHETIC_BIASES: tuple[str, ...] = ("default", "strong", "none")  # demo bias; positive control; negative control
 ESTIMATORS: tuple[str, ...] = ("exact", "ggn", "mc", "fisher")
 SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random", "grid")
 Sampler = Literal["nsga2", "tpe", "gp", "random", "grid"]

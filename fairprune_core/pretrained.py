@@ -10,6 +10,7 @@ from .datasets import DermDataset
 from .evaluation import evaluate
 from .model import ModelConfig
 from .report import paper_table
+from .stats import INTERVAL_METHOD
 from .training import TrainConfig, TrainingMode, pretrain, pretrain_key
 
 __all__ = ["DEFAULT_RUNS_DIR", "default_pretrain_dir", "ensure_pretrained", "run_pretrain"]
@@ -62,7 +63,7 @@ def run_pretrain(
     preset: str = "",
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Pre-train, then print the best checkpoint's val/test table with bootstrap intervals."""
+    """Pre-train, then print the best checkpoint's val/test table with BCa bootstrap intervals."""
     log(dataset.describe())
     out = out or default_pretrain_dir(dataset, model_config, train_config)
     if preset:
@@ -76,7 +77,7 @@ def run_pretrain(
             paper_table(
                 {f"Vanilla (epoch {result.best_epoch})": m},
                 dataset.group_names,
-                title=f"{split} split, 95% bootstrap intervals in brackets",
+                title=f"{split} split, 95% {INTERVAL_METHOD} bootstrap intervals in brackets",
             )
         )
     log(f"best checkpoint: {result.best_path}")

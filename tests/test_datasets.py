@@ -91,6 +91,21 @@ def test_synthetic_is_read_by_the_fitzpatrick_loader(synthetic):
     assert train.images.dtype == np.uint8 and train.images.shape[1:] == (32, 32, 3)
 
 
+def test_synthetic_ambiguity_draws_another_class_at_its_rate_and_only_on_darker_skin():
+    from fairprune_core.datasets.synthetic import _looks_like
+
+    cfg = SyntheticConfig(num_classes=4, dark_ambiguity=0.3)
+    rng = np.random.default_rng(0)
+    for fitzpatrick, rate in ((1, 0.0), (4, 0.18), (6, 0.3)):
+        looks = np.array([_looks_like(2, fitzpatrick, cfg, rng) for _ in range(4000)])
+        changed = looks != 2
+        # binomial: 4 standard errors at n = 4000 is < 0.03
+        assert abs(changed.mean() - rate) < 0.03, (fitzpatrick, changed.mean())
+        assert set(looks[changed]) <= {0, 1, 3}
+    none = SyntheticConfig(num_classes=4)
+    assert all(_looks_like(2, 6, none, rng) == 2 for _ in range(100))
+
+
 def test_synthetic_rejects_bad_config():
     with pytest.raises(ValueError, match="num_classes"):
         SyntheticConfig(num_classes=9)

@@ -75,7 +75,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SYNTHETIC_BIASES,
         default="default",
         help="synthetic data only: the planted group bias (default: a light-skin shortcut and a difficulty gap on "
-        "dark skin); none: the negative control, where no group difference carries label information",
+        "dark skin); strong: the positive control, the same plus dark-skin lesions that look like another class (a "
+        "gap that lasts at any dataset size); none: the negative control, where no group difference carries label "
+        "information",
     )
     g.add_argument(
         "--synthetic-images", type=int, default=None, help="synthetic data only: images generated (default 1500)"

@@ -14,6 +14,10 @@ demo exercises the real code path. What it draws:
   a corner has a class-specific colour (like the ink marks, rulers and stickers that correlate
   with the diagnosis in real clinical photographs). The model leans on it for the light group
   only, which is the kind of privileged-group-only parameter FairPrune prunes;
+* optional ambiguity on dark skin (``dark_ambiguity``): on that share of the darkest images
+  (scaled down linearly to none at type 1) the lesion drawn looks like another class while the
+  label stays true, so no model can be right on them: a group gap that does not shrink as the
+  dataset grows (the positive control, ``--synthetic-bias strong``);
 * optional annotation noise (``label_noise``), as real labels have;
 * like real downloads, a few rows have skin type -1 and a few images are missing.
 """
@@ -36,11 +40,14 @@ from .fitzpatrick import CSV_NAME
 
 __all__ = ["BIAS_PRESETS", "SyntheticConfig", "generate_synthetic", "synthetic_root"]
 
-# ``--synthetic-bias``: "default" is the demo's planted bias (shortcut + difficulty gap); "none" is
-# the negative control: no shortcut, the same contrast, noise and shape jitter on every skin tone
-# (the groups still differ in skin colour, which carries no label information).
+# ``--synthetic-bias``: "default" is the demo's planted bias (shortcut + difficulty gap); "strong"
+# the positive control: the demo's bias plus lesions on dark skin that look like another class
+# (a gap that lasts however many images are drawn); "none" the negative control: no shortcut, the
+# same contrast, noise and shape jitter on every skin tone (the groups still differ in skin
+# colour, which carries no label information).
 BIAS_PRESETS: dict[str, dict[str, float]] = {
     "default": {},
+    "strong": {"dark_ambiguity": 0.3},
     "none": {"shortcut_fraction": 0.0, "dark_contrast": 0.7, "dark_noise": 8.0, "jitter_gap": 0.0},
 }
 
@@ -70,6 +77,7 @@ class SyntheticConfig:
     dark_noise: float = 22.0  # pixel noise std on dark skin
     light_noise: float = 8.0
     jitter_gap: float = 0.08  # extra lesion-shape jitter on the darkest skin (0: none)
+    dark_ambiguity: float = 0.0  # share of type-6 images whose lesion looks like another class
     label_noise: float = 0.05  # share of rows whose CSV label is another class (annotation noise)
     shortcut_fraction: float = 0.6  # share of light-skin images with a class-coloured corner marker
     unknown_skin_fraction: float = 0.02  # rows with fitzpatrick_scale -1
@@ -90,7 +98,7 @@ class SyntheticConfig:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
         if not 0 <= self.shortcut_fraction <= 1:
             raise ValueError(f"shortcut_fraction must be in [0, 1], got {self.shortcut_fraction}")
-        for f in ("unknown_skin_fraction", "missing_image_fraction", "label_noise"):
+        for f in ("unknown_skin_fraction", "missing_image_fraction", "label_noise", "dark_ambiguity"):
             if not 0 <= getattr(self, f) < 0.5:
                 raise ValueError(f"{f} must be in [0, 0.5), got {getattr(self, f)}")
 
@@ -124,14 +132,16 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
     missing = rng.random(n) < config.missing_image_fraction
     noisy = rng.random(n) < config.label_noise
     written = np.where(noisy, (labels + rng.integers(1, config.num_classes, size=n)) % config.num_classes, labels)
+    # a stream of its own, so that data without ambiguity stays identical to what it always was
+    ambiguity_rng = np.random.default_rng([config.seed, 1])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5  # (S, S) in [-0.5, 0.5)
 
     rows = []
     for i in range(n):
-        cls = _CLASSES[labels[i]]
         md5 = hashlib.md5(f"fairprune-synthetic:{config.seed}:{i}".encode()).hexdigest()
         scale = int(rng.integers(4, 7)) if dark[i] else int(rng.integers(1, 4))
-        img = _draw(rng, cls, scale, config, xx, yy)
+        look = _looks_like(labels[i], scale, config, ambiguity_rng)
+        img = _draw(rng, _CLASSES[look], scale, config, xx, yy)
         if not dark[i] and rng.random() < config.shortcut_fraction:
             _mark(img, labels[i], rng)
         shown = _CLASSES[written[i]]  # the label a (noisy) annotator wrote down
@@ -159,6 +169,13 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
     final_root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(root, final_root)
     return final_root
+
+
+def _looks_like(label: int, fitzpatrick: int, cfg: SyntheticConfig, rng: np.random.Generator) -> int:
+    """The class whose lesion is drawn: the true one, or (ambiguous dark skin) another one."""
+    if cfg.dark_ambiguity == 0 or rng.random() >= cfg.dark_ambiguity * (fitzpatrick - 1) / 5:
+        return int(label)
+    return int((label + rng.integers(1, cfg.num_classes)) % cfg.num_classes)
 
 
 _MARKER_COLOURS = ((0, 160, 255), (255, 220, 0), (0, 200, 80), (255, 255, 255), (255, 0, 200), (20, 20, 255))
