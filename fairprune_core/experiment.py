@@ -214,7 +214,7 @@ class Experiment:
         self.problem = problem
         self.training = training
         self.model = problem.build_model()
-        self.curvature = curvature or LocalCurvature(problem.curvature)  # follows the model's device
+        self.curvature = curvature or LocalCurvature(problem.curvature, log=log)  # follows the model's device
         self.tracker = tracker or NullTracker()
         self.n_boot = n_boot
         self.f1_floor = f1_floor  # relative to vanilla: below it a model is collapsed (the sweep's rule)

@@ -23,7 +23,8 @@ def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, titl
     (optionally with ``"intervals"`` from the bootstrap, shown as [low, high]).
     """
     w = max([28, *(len(n) + 2 for n in rows)])
-    head = f"{'method':<{w}}{'group':<9}{'precision':>10}{'recall':>9}{'F1':>8}   fairness"
+    gw = max([9, *(len(n) + 2 for n in group_names)])
+    head = f"{'method':<{w}}{'group':<{gw}}{'precision':>10}{'recall':>9}{'F1':>8}   fairness"
     lines = [title, head, "-" * (len(head) + 40)] if title else [head, "-" * (len(head) + 40)]
     for name, m in rows.items():
         null = m.get("null")
@@ -39,7 +40,7 @@ def paper_table(rows: dict[str, dict[str, Any]], group_names: list[str], *, titl
             key = "avg_f1" if label == "Avg" else ("diff_f1" if label == "Diff" else None)
             extra = _ci(m, key) if key else ""
             lines.append(
-                f"{(name if i == 0 else ''):<{w}}{label:<9}{_fmt(vals['precision']):>10}"
+                f"{(name if i == 0 else ''):<{w}}{label:<{gw}}{_fmt(vals['precision']):>10}"
                 f"{_fmt(vals['recall']):>9}{_fmt(vals['f1']):>8}{extra:<18} {fair[i]}"
             )
         lines.append("")
