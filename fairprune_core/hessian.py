@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,7 +85,8 @@ class CurvatureConfig:
     """How curvature is estimated.
 
     ``max_sub_batch`` bounds how many samples go through one BackPACK pass (memory); ``None``
-    picks ``max(1, 256 // num_classes)`` for ``exact`` and no limit otherwise.
+    sizes the passes to a memory budget (:func:`sub_batch_for_budget`): half the free memory of
+    a GPU, 1 GiB on a CPU.
     """
 
     estimator: Estimator = "exact"
@@ -184,6 +186,45 @@ def check_exact_hessian(model: nn.Module) -> None:
             )
 
 
+# One BackPACK pass keeps, per sample, the forward activations and backpropagates a matrix of
+# (classes x activation) float32 values through each layer ("mc": mc_samples rows, "fisher": one);
+# 8 bytes per activation element and row bounds both (autograd's saved tensors included).
+_BYTES_PER_ELEMENT = 8
+CPU_MEMORY_BUDGET = 1 << 30
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes one curvature pass may use: half the free memory of a GPU, 1 GiB on a CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 2)
+    return CPU_MEMORY_BUDGET
+
+
+def activation_elements(model: nn.Module, sample_shape: tuple[int, ...]) -> int:
+    """Elements of every leaf module's output (and the input) for ONE sample of ``sample_shape``."""
+    total = [int(np.prod(sample_shape))]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: total.append(out.numel()))  # a batch of one
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros((1, *sample_shape), dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(total)
+
+
+def sub_batch_for_budget(elements: int, rows: int, budget: int) -> int:
+    """Samples per pass within ``budget`` bytes, for ``elements`` activations per sample and
+    ``rows`` backpropagated rows (classes for exact/ggn, mc_samples for mc, 1 for fisher); >= 1."""
+    return max(1, int(budget // (_BYTES_PER_ELEMENT * elements * max(rows, 1))))
+
+
 class CurvatureEngine:
     """A private BackPACK-extended replica of a model, for repeated curvature passes.
 
@@ -209,6 +250,7 @@ class CurvatureEngine:
         self.names = [n for n, _ in self.model.named_parameters()]
         out = getattr(model, "config", None)
         self.num_classes = getattr(out, "num_classes", None) or self._infer_classes()
+        self._sub_batch: dict[tuple[int, ...], int] = {}
 
     def _infer_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
@@ -217,18 +259,24 @@ class CurvatureEngine:
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
-    @property
-    def sub_batch(self) -> int | None:
+    def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
+        """Samples per BackPACK pass: ``max_sub_batch`` if set, else what the memory budget allows."""
         if self.config.max_sub_batch is not None:
             return self.config.max_sub_batch
-        return max(1, 256 // self.num_classes) if self.config.estimator in ("exact", "ggn") else None
+        if sample_shape not in self._sub_batch:
+            rows = {"exact": self.num_classes, "ggn": self.num_classes, "mc": self.config.mc_samples, "fisher": 1}
+            elements = activation_elements(self.model, sample_shape)
+            self._sub_batch[sample_shape] = sub_batch_for_budget(
+                elements, rows[self.config.estimator], default_memory_budget(self.device)
+            )
+        return self._sub_batch[sample_shape]
 
     def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
         """Curvature sums of one mini-batch (split into sub-batches as memory requires)."""
         n = int(y.shape[0])
         if n == 0:
             return DiagSums.zero()
-        chunk = self.sub_batch or n
+        chunk = self.sub_batch(tuple(x.shape[1:]))
         total = DiagSums.zero()
         for i, start in enumerate(range(0, n, chunk)):
             total = total + self._pass(x[start : start + chunk], y[start : start + chunk], batch_seed(seed, i))

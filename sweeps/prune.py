@@ -8,7 +8,7 @@
 
 Without --checkpoint the pre-training flags describe the model, which is trained once and then
 reused. Prints per-group precision/recall/F1, Avg, Diff, Eopp0/Eopp1/Eodd for Vanilla, OBD and
-FairPrune on validation and test, with 95% bootstrap intervals and a paired-bootstrap verdict
+FairPrune on validation and test, with 95% BCa bootstrap intervals and a paired-bootstrap verdict
 on whether each change is larger than sampling noise.
 """
 

@@ -245,3 +245,31 @@ def test_ggn_equals_exact_on_a_piecewise_linear_network():
     assert_close(
         hessian_diagonal(net, [(x, y)], estimator="ggn"), hessian_diagonal(net, [(x, y)], estimator="exact"), 0
     )
+
+
+def test_passes_are_sized_by_a_memory_budget_that_scales_with_the_classes():
+    from fairprune_core.hessian import (
+        CPU_MEMORY_BUDGET,
+        CurvatureConfig,
+        CurvatureEngine,
+        activation_elements,
+        sub_batch_for_budget,
+    )
+    from fairprune_core.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(num_classes=8, image_size=32, width=0.0625), seed=0)
+    # an independent count: run the chain of leaf layers by hand on one 32 px sample
+    x = torch.zeros(1, 3, 32, 32)
+    expected, h = x.numel(), x
+    for layer in [m for m in model.modules() if not list(m.children())]:
+        h = layer(h)
+        expected += h.numel()
+    assert h.shape == (1, 8)
+    assert activation_elements(model, (3, 32, 32)) == expected
+    assert sub_batch_for_budget(1000, 10, 80_000) == 1 == sub_batch_for_budget(1000, 10, 1)
+    assert sub_batch_for_budget(1000, 1, 800_000) == 100
+    exact = CurvatureEngine(model, CurvatureConfig(estimator="exact")).sub_batch((3, 32, 32))
+    mc = CurvatureEngine(model, CurvatureConfig(estimator="mc")).sub_batch((3, 32, 32))
+    assert exact == CPU_MEMORY_BUDGET // (8 * expected * 8)
+    assert mc // exact in (7, 8, 9)  # one sampled row instead of eight classes
+    assert CurvatureEngine(model, CurvatureConfig(max_sub_batch=5)).sub_batch((3, 32, 32)) == 5
