@@ -185,6 +185,8 @@ RESUMABLE_FIELDS = frozenset(
         "cpus_per_trial",
         "cpus_per_worker",
         "gpus_per_worker",
+        "gpus_per_trial",
+        "device",
         "address",
         "tracking_uri",
     }
@@ -213,6 +215,8 @@ class SweepConfig:
     cpus_per_trial: float = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float | None = None  # None: 1 when the Ray cluster has GPUs, else 0
+    gpus_per_trial: float = 0  # GPUs of a trial that computes its curvature itself (fractions share one)
+    device: str = "auto"  # the driver's: baselines, the shared step-0 curvature, the report
     n_boot: int = 500  # bootstrap resamples for intervals
     tracking_uri: str | None = None  # default: MLflow's own (sqlite:///<cwd>/mlflow.db)
     experiment: str | None = None  # default: fairprune-<dataset>
@@ -227,6 +231,8 @@ class SweepConfig:
             raise ValueError(f"f1_floor is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}")
         if self.concurrency < 1 or self.workers_per_trial < 0:
             raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
+        if not self.gpus_per_trial >= 0:
+            raise ValueError(f"gpus_per_trial must be >= 0 (fractions share a GPU), got {self.gpus_per_trial}")
         check_ratio_pair(self.obd_step, self.obd_final)
         if self.sampler == "grid":
             outside = [

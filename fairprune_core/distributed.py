@@ -222,9 +222,7 @@ class _CurvatureWorker:
             "pid": os.getpid(),
             "compute_s": compute_s,
             # float32 halves the bytes returned; partial sums are exact to float32 precision
-            "sums": {
-                tag: ({k: v.to(torch.float32).numpy() for k, v in d.sums.items()}, d.count) for tag, d in sums.items()
-            },
+            "sums": {tag: (_host_float32(d.sums), d.count) for tag, d in sums.items()},
         }
 
 
@@ -415,3 +413,8 @@ class CurvaturePool:
                 self.worker_info[i] = ray.get(self.actors[i].info.remote())
                 self._pids[i] = res["pid"]
         return results  # type: ignore[return-value]
+
+
+def _host_float32(sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Sums as float32 numpy arrays on the host (what a worker returns, whatever its device)."""
+    return {k: v.to("cpu", torch.float32).numpy() for k, v in sums.items()}

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -127,8 +128,11 @@ def build_model(config: ModelConfig, *, seed: int | None = None) -> VGG:
         return VGG(config)
 
 
-def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` -> normalised float32 ``(N, 3, H, W)``."""
+def to_model_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` (a tensor on any device, or a numpy
+    array) -> normalised float32 ``(N, 3, H, W)`` on the same device."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {images.dtype}")
     if images.ndim != 4:
@@ -136,6 +140,6 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     if images.shape[-1] == 3 and images.shape[1] != 3:
         images = images.permute(0, 3, 1, 2)
     x = images.float().div_(255.0)
-    mean = torch.tensor(INPUT_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(INPUT_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(INPUT_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(INPUT_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std).contiguous()

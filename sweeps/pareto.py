@@ -54,6 +54,8 @@ RESUMABLE = {
     "workers_per_trial": "workers_per_trial",
     "cpus_per_worker": "cpus_per_worker",
     "gpus_per_worker": "gpus_per_worker",
+    "gpus_per_trial": "gpus_per_trial",
+    "device": "device",
     "address": "address",
     "tracking_uri": "tracking_uri",
 }

@@ -167,6 +167,8 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
+        gpus_per_trial=args.gpus_per_trial,
+        device=args.device,
         n_boot=args.bootstrap,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,

@@ -126,13 +126,15 @@ def initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[s
     """The unpruned model's per-group curvature: the same for every trial, so computed once."""
     path = cfg.directory / "initial_curvature.pt"
     if path.is_file():
-        saved = torch.load(path, weights_only=True)  # tensors and ints only: nothing is unpickled
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and ints: nothing unpickled
         return {k: DiagSums(v["sums"], v["count"]) for k, v in saved.items()}
     t0 = time.perf_counter()
     data = experiment.problem.data
     sums = experiment.curvature.compute(
         experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
     )
+    # on the CPU: shipped to every trial process, whatever device each one computes on
+    sums = {k: DiagSums({n: t.cpu() for n, t in v.sums.items()}, v.count) for k, v in sums.items()}
     torch.save({k: {"sums": v.sums, "count": v.count} for k, v in sums.items()}, path)
     log(f"shared step-0 curvature of the unpruned model computed once ({time.perf_counter() - t0:.1f}s)")
     return sums
@@ -174,6 +176,7 @@ def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initia
         cpus_per_trial=cfg.cpus_per_trial,
         cpus_per_worker=cfg.cpus_per_worker,
         gpus_per_worker=cfg.gpus_per_worker,
+        gpus_per_trial=cfg.gpus_per_trial,
     )
 
 
@@ -251,6 +254,7 @@ def run_sweep(
         f1_floor=cfg.f1_floor,
         training=training_setup(dataset, checkpoint),
         log=None,
+        device=cfg.device,
     )
     floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
     state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)

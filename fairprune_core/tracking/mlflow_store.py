@@ -7,6 +7,7 @@ inside functions only.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -102,7 +103,7 @@ def log_pruned_model(
 
     from ..export import to_pruned_module
 
-    module = to_pruned_module(model, masks) if masks else to_pruned_module(model, {})
+    module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
     return mlflow.pytorch.log_model(
         module,
