@@ -413,6 +413,7 @@ def obd(
     inplace: bool = False,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    stop_when: Callable[[dict[str, float]], str | None] | None = None,
 ) -> PruneResult:
     """The OBD baseline: same schedule, saliency ``1/2 theta^2 h`` on all training data."""
     result = prune_iteratively(
@@ -422,6 +423,7 @@ def obd(
         curvature=_backend(curvature, estimator, mc_samples, seed, max_sub_batch, model),
         validation=validation,
         num_classes=num_classes,
+        stop_when=stop_when,
         prune_biases=prune_biases,
         initial_curvature=initial_curvature,
         inplace=inplace,
