@@ -124,6 +124,10 @@ class PruneConfig:
             raise ValueError("curvature batch_size and num_batches must be >= 1")
         if self.privileged not in (None, 0, 1):
             raise ValueError(f"privileged must be 0, 1 or None (auto), got {self.privileged}")
+        if self.stop_eopp1 is not None and not 0 <= self.stop_eopp1 <= 1:
+            raise ValueError(f"stop_eopp1 (--stop-eopp1) is an Eopp1 target in [0, 1], got {self.stop_eopp1}")
+        if self.max_sub_batch is not None and self.max_sub_batch < 1:
+            raise ValueError(f"max_sub_batch (--max-sub-batch) must be >= 1, got {self.max_sub_batch}")
 
     @staticmethod
     def curvature_defaults(dataset_name: str) -> dict[str, Any]:
@@ -231,8 +235,19 @@ class SweepConfig:
             raise ValueError(f"f1_floor is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}")
         if self.concurrency < 1 or self.workers_per_trial < 0:
             raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot (--bootstrap) must be >= 100 resamples for a 95% interval, got {self.n_boot}")
+        if not (self.cpus_per_trial > 0 and self.cpus_per_worker > 0):
+            raise ValueError(
+                f"cpus per trial and per worker (--cpus-per-worker) must be > 0, got {self.cpus_per_trial}, "
+                f"{self.cpus_per_worker}"
+            )
+        if self.gpus_per_worker is not None and not self.gpus_per_worker >= 0:
+            raise ValueError(f"gpus_per_worker (--gpus-per-worker) must be >= 0, got {self.gpus_per_worker}")
         if not self.gpus_per_trial >= 0:
-            raise ValueError(f"gpus_per_trial must be >= 0 (fractions share a GPU), got {self.gpus_per_trial}")
+            raise ValueError(
+                f"gpus_per_trial (--gpus-per-trial) must be >= 0 (fractions share a GPU), got {self.gpus_per_trial}"
+            )
         check_ratio_pair(self.obd_step, self.obd_final)
         if self.sampler == "grid":
             outside = [

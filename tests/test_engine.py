@@ -231,3 +231,27 @@ def test_sweep_baselines_are_checked():
         SweepConfig(name="s", baselines=("obd",))
     with pytest.raises(ValueError, match="got vanilla, kfac"):
         SweepConfig(name="s", baselines=("vanilla", "kfac"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("n_boot", 0, "--bootstrap"),
+        ("cpus_per_worker", 0, "--cpus-per-worker"),
+        ("gpus_per_worker", -1, "--gpus-per-worker"),
+        ("gpus_per_trial", -0.5, "--gpus-per-trial"),
+    ],
+)
+def test_sweep_settings_out_of_range_are_refused_naming_the_flag(field, value, flag):
+    from fairprune_core.config import SweepConfig
+
+    with pytest.raises(ValueError, match=flag):
+        SweepConfig(name="x", **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"), [("stop_eopp1", -1.0, "--stop-eopp1"), ("max_sub_batch", 0, "--max-sub-batch")]
+)
+def test_prune_settings_out_of_range_are_refused_naming_the_flag(field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        PruneConfig(**{field: value})
