@@ -31,6 +31,7 @@ from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..tracking import MlflowTracker, Tracker
 from .front import front_of, front_summary, trials_frame
+from .lock import sweep_lock
 from .state import SweepState
 from .study import SweepStudy
 from .trial import TrialContext
@@ -237,12 +238,24 @@ def run_sweep(
     ``flags`` (the command line's values) are stored with a new sweep, so that a resume can
     tell a repetition of the same command from a change of study.
     """
-    from .tune import run_trials
-
     t_start = time.monotonic()
     checkpoint.check_dataset(dataset)
     stored = _check_start(cfg, dataset, resume)
-    cfg.directory.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(cfg.directory, log):
+        return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
+
+
+def _run_locked(
+    cfg: SweepConfig,
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    stored: SweepState | None,
+    flags: dict[str, Any] | None,
+    log: Callable[[str], None],
+    t_start: float,
+) -> SweepOutcome:
+    from .tune import run_trials
+
     cfg, tracker = _connect(cfg, dataset, stored)
     experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
     log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
