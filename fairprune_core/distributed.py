@@ -58,17 +58,19 @@ class PoolResourcesError(RuntimeError):
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Connect to Ray if not connected: ``address`` or ``$RAY_ADDRESS`` if set, else a local one."""
+    """Connect to Ray if not connected: ``address`` or ``$RAY_ADDRESS`` if set, else a PRIVATE local
+    Ray started here (``address="local"``): never a cluster that merely happens to run on this
+    machine (Ray's own default would join the latest one started with ``ray start``)."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": not quiet, "include_dashboard": False}
-    if address:
+    if address and address != "local":
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def worker_bundles(num_workers: int, *, cpus_per_worker: float = 1, gpus_per_worker: float = 0) -> list[dict]:
