@@ -72,11 +72,12 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     """Ray and the tracking store, checked; the config with its automatic GPU count resolved."""
     from ..distributed import auto_gpus_per_worker, check_resources, cluster_node_count, ensure_ray
 
+    # a resumed sweep keeps logging where it started, wherever it is resumed from
+    uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
+    MlflowTracker.check(uri)  # a bad or unreachable store fails before Ray starts
     ensure_ray(cfg.address)
     if cfg.gpus_per_worker is None:
         cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())
-    # a resumed sweep keeps logging where it started, wherever it is resumed from
-    uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
     tracker = MlflowTracker.connect(
         uri, cfg.experiment or f"fairprune-{dataset.name}", multi_node=cluster_node_count() > 1
     )

@@ -58,8 +58,19 @@ def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in _REMOTE_SCHEMES
 
 
+# where MLflow can keep runs ("" is a plain folder path); a database URI may name its driver ("postgresql+psycopg2")
+TRACKING_SCHEMES = frozenset({"", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"})
+
+
 def check_tracking_uri(uri: str, *, multi_node: bool, timeout_s: float = 5.0) -> None:
-    """Fail early and clearly: a local store on a multi-node cluster, or an unreachable server."""
+    """Fail early and clearly: a scheme MLflow cannot track to, a local store on a multi-node
+    cluster, or an unreachable server."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingError(
+            f"--tracking-uri {uri!r}: MLflow cannot track to a {scheme!r} URI; use a tracking server "
+            f"(http://host:5000), a database (sqlite:///path/mlflow.db, postgresql://...) or a folder (file:///path)"
+        )
     if multi_node and not is_remote(uri):
         raise TrackingError(
             f"the sweep runs on a multi-node Ray cluster, but the MLflow tracking URI {uri!r} is a local "
@@ -156,6 +167,11 @@ class MlflowTracker:
         self.uri = uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
+
+    @classmethod
+    def check(cls, uri: str | None) -> None:
+        """The checks that need no cluster (scheme, a server's health), before anything starts."""
+        check_tracking_uri(resolve_tracking_uri(uri), multi_node=False)
 
     @classmethod
     def connect(cls, uri: str | None, experiment_name: str, *, multi_node: bool = False) -> MlflowTracker:
