@@ -195,7 +195,7 @@ def test_corrupt_image_is_named_or_skipped(tmp_path, cache_dir):
     root = _fitz_folder(tmp_path, rows)
     bad = root / f"{rows[4][0]}.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(DatasetError, match=rf"unreadable image .*{bad.name}.*skip_unreadable=True"):
+    with pytest.raises(DatasetError, match=rf"unreadable image .*{bad.name}.*--skip-unreadable"):
         load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c1")
     ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c2", skip_unreadable=True)
     assert ds.summary()["dropped_by_reason"] == {"unreadable image file": 1}
