@@ -152,7 +152,9 @@ def _open_study(
         study.enqueue_paper_settings()
     study.requeue_interrupted()
     if not new:
-        finished, killed = tracker.close_unfinished(state.sweep_id, study.completed_run_ids())
+        finished, killed = tracker.close_unfinished(
+            state.sweep_id, study.completed_run_ids(), study.interrupted_numbers()
+        )
         if finished or killed:
             log(
                 f"runs left open by the interrupted sweep: {finished} completed trial(s) marked "
@@ -296,6 +298,8 @@ def _run_locked(
             ctx = _trial_context(cfg, state, problem, initial)
             interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
         trials, front = _publish_front(tracker, state, cfg.directory)
+    if interrupted:
+        tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed
     return SweepOutcome(
         cfg.directory,
         state.parent_run_id,

@@ -169,7 +169,8 @@ def run_trials(
         ),
     )
     try:
-        results = tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
+        tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
     except KeyboardInterrupt:
         return True
-    return results.num_terminated + results.num_errors < remaining
+    # the study, not Tune, says what finished: Tune counts the trials a Ctrl-C stopped as terminated
+    return study.finished_count() < cfg.num_trials

@@ -278,23 +278,37 @@ class MlflowTracker:
         runs = self._search(filt)
         return _strip_prefixes(runs) if not runs.empty else runs
 
-    def close_unfinished(self, sweep_id: str, completed: set[str]) -> tuple[int, int]:
-        """Close this sweep's runs an interrupted sweep left RUNNING.
+    def close_unfinished(
+        self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
+    ) -> tuple[int, int]:
+        """Close this sweep's runs an interrupted sweep left open or failed.
 
-        A run whose trial the study recorded as complete (``completed`` run ids) had logged
-        everything: it is marked FINISHED. Any other is marked KILLED (its trial runs again).
-        Returns (finished, killed).
+        A RUNNING run whose trial the study recorded as complete (``completed`` run ids) had logged
+        everything: it is marked FINISHED. Any other RUNNING one is marked KILLED (its trial runs
+        again), and so is a FAILED run of an ``interrupted`` trial number (Ctrl-C stopped it; it
+        did not fail). Killed runs are tagged ``interrupted``. Returns (finished, killed).
         """
         runs = self._search(
-            f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING' and tags.method != 'sweep'"
+            f"tags.sweep_id = '{sweep_id}' and attributes.status != 'FINISHED' and attributes.status != 'KILLED' "
+            f"and tags.method != 'sweep'"
         )
         client = self._client()
         finished = killed = 0
-        for run_id in runs.get("run_id", []):
-            status = "FINISHED" if run_id in completed else "KILLED"
-            client.set_terminated(run_id, status=status)
-            finished, killed = (finished + 1, killed) if status == "FINISHED" else (finished, killed + 1)
+        for _, run in runs.iterrows() if not runs.empty else []:
+            run_id, status = run["run_id"], run["status"]
+            number = str(run.get("tags.optuna_trial", ""))
+            if status == "RUNNING" and run_id in completed:
+                client.set_terminated(run_id, status="FINISHED")
+                finished += 1
+            elif status == "RUNNING" or (status == "FAILED" and number.isdigit() and int(number) in interrupted):
+                client.set_terminated(run_id, status="KILLED")
+                client.set_tag(run_id, "interrupted", "true")
+                killed += 1
         return finished, killed
+
+    def mark_killed(self, run_id: str) -> None:
+        """End a run as KILLED (an interrupted sweep's parent: visibly unfinished until resumed)."""
+        self._client().set_terminated(run_id, status="KILLED")
 
     def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
         """Tag runs (and their logged models) ``pareto_optimal`` = "true"/"false"."""
