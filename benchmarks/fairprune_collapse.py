@@ -86,7 +86,7 @@ def _pruned_model(problem, names, theta_sq, saliency: np.ndarray, k: int):
     from fairprune_core.pruning import select_smallest
 
     alive = np.ones(len(saliency), bool)
-    pruned = select_smallest(saliency, alive, k)
+    pruned = select_smallest(torch.from_numpy(saliency), torch.from_numpy(alive), k).numpy()
     alive[pruned] = False
     model, start = problem.build_model(), 0
     params = dict(model.named_parameters())

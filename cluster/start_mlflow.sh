@@ -12,13 +12,20 @@ port="${FAIRPRUNE_MLFLOW_PORT:-5000}"
 ip="$(hostname -I | awk '{print $1}')"  # the private address
 mkdir -p "$dir"
 artifacts="${FAIRPRUNE_ARTIFACTS:-$dir/artifacts}"
-pkill -f "mlflow server" || true
-nohup mlflow server \
+pidfile="$dir/server.pid"
+# stop only the server this script started before (its own process group, by the pid it wrote),
+# never any other mlflow process on the machine
+if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill -- "-$(cat "$pidfile")" 2>/dev/null || kill "$(cat "$pidfile")"
+    for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+fi
+setsid nohup mlflow server \
     --backend-store-uri "sqlite:///$dir/mlflow.db" \
     --artifacts-destination "$artifacts" \
     --host "$ip" --port "$port" \
     --allowed-hosts "$ip:$port,$ip,localhost:$port,127.0.0.1:$port" \
     > "$dir/server.log" 2>&1 &
+echo $! > "$pidfile"
 echo "http://$ip:$port" > "$HOME/mlflow_uri"
 for _ in $(seq 1 60); do
     if curl -sf "http://$ip:$port/health" > /dev/null; then

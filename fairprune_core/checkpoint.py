@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,13 @@ def save_checkpoint(
     }
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(payload, tmp)
+    try:  # every checkpoint written must load without unpickling objects (see load_checkpoint)
+        torch.load(tmp, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        tmp.unlink()
+        raise TypeError(
+            f"checkpoint metadata must be tensors and plain data (str, numbers, lists, dicts): {exc}"
+        ) from exc
     os.replace(tmp, path)
     return path
 
@@ -97,9 +105,15 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises several types for a corrupt file
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        # weights_only: tensors and plain data; a pickled object (which could run code) is refused
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} is not a FairPrune checkpoint: it holds Python objects beyond tensors and plain data, which "
+            f"FairPrune never unpickles (unpickling can run code). Re-create it with sweeps/pretrain.py"
+        ) from exc
+    except Exception as exc:  # torch raises several types for a truncated or corrupt file
+        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a FairPrune checkpoint (format {FORMAT_VERSION})")
     config = ModelConfig(**payload["model_config"])

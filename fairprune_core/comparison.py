@@ -49,11 +49,17 @@ def run_comparison(
     out: Path | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Vanilla, then each of ``methods`` with one config; print the paper's tables on val and test."""
     problem = build_problem(dataset, checkpoint, config, log=log)
     experiment = Experiment(
-        problem, curvature=curvature, n_boot=n_boot, training=training_setup(dataset, checkpoint), log=log
+        problem,
+        curvature=curvature,
+        n_boot=n_boot,
+        training=training_setup(dataset, checkpoint),
+        log=log,
+        device=device,
     )
     records = []
     for name in ("vanilla", *[m for m in methods if m != "vanilla"]):

@@ -124,6 +124,10 @@ class PruneConfig:
             raise ValueError("curvature batch_size and num_batches must be >= 1")
         if self.privileged not in (None, 0, 1):
             raise ValueError(f"privileged must be 0, 1 or None (auto), got {self.privileged}")
+        if self.stop_eopp1 is not None and not 0 <= self.stop_eopp1 <= 1:
+            raise ValueError(f"stop_eopp1 (--stop-eopp1) is an Eopp1 target in [0, 1], got {self.stop_eopp1}")
+        if self.max_sub_batch is not None and self.max_sub_batch < 1:
+            raise ValueError(f"max_sub_batch (--max-sub-batch) must be >= 1, got {self.max_sub_batch}")
 
     @staticmethod
     def curvature_defaults(dataset_name: str) -> dict[str, Any]:
@@ -185,6 +189,8 @@ RESUMABLE_FIELDS = frozenset(
         "cpus_per_trial",
         "cpus_per_worker",
         "gpus_per_worker",
+        "gpus_per_trial",
+        "device",
         "address",
         "tracking_uri",
     }
@@ -213,6 +219,8 @@ class SweepConfig:
     cpus_per_trial: float = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float | None = None  # None: 1 when the Ray cluster has GPUs, else 0
+    gpus_per_trial: float = 0  # GPUs of a trial that computes its curvature itself (fractions share one)
+    device: str = "auto"  # the driver's: baselines, the shared step-0 curvature, the report
     n_boot: int = 500  # bootstrap resamples for intervals
     tracking_uri: str | None = None  # default: MLflow's own (sqlite:///<cwd>/mlflow.db)
     experiment: str | None = None  # default: fairprune-<dataset>
@@ -227,6 +235,19 @@ class SweepConfig:
             raise ValueError(f"f1_floor is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}")
         if self.concurrency < 1 or self.workers_per_trial < 0:
             raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot (--bootstrap) must be >= 100 resamples for a 95% interval, got {self.n_boot}")
+        if not (self.cpus_per_trial > 0 and self.cpus_per_worker > 0):
+            raise ValueError(
+                f"cpus per trial and per worker (--cpus-per-worker) must be > 0, got {self.cpus_per_trial}, "
+                f"{self.cpus_per_worker}"
+            )
+        if self.gpus_per_worker is not None and not self.gpus_per_worker >= 0:
+            raise ValueError(f"gpus_per_worker (--gpus-per-worker) must be >= 0, got {self.gpus_per_worker}")
+        if not self.gpus_per_trial >= 0:
+            raise ValueError(
+                f"gpus_per_trial (--gpus-per-trial) must be >= 0 (fractions share a GPU), got {self.gpus_per_trial}"
+            )
         check_ratio_pair(self.obd_step, self.obd_final)
         if self.sampler == "grid":
             outside = [

@@ -58,17 +58,19 @@ class PoolResourcesError(RuntimeError):
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Connect to Ray if not connected: ``address`` or ``$RAY_ADDRESS`` if set, else a local one."""
+    """Connect to Ray if not connected: ``address`` or ``$RAY_ADDRESS`` if set, else a PRIVATE local
+    Ray started here (``address="local"``): never a cluster that merely happens to run on this
+    machine (Ray's own default would join the latest one started with ``ray start``)."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": not quiet, "include_dashboard": False}
-    if address:
+    if address and address != "local":
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def worker_bundles(num_workers: int, *, cpus_per_worker: float = 1, gpus_per_worker: float = 0) -> list[dict]:
@@ -222,9 +224,7 @@ class _CurvatureWorker:
             "pid": os.getpid(),
             "compute_s": compute_s,
             # float32 halves the bytes returned; partial sums are exact to float32 precision
-            "sums": {
-                tag: ({k: v.to(torch.float32).numpy() for k, v in d.sums.items()}, d.count) for tag, d in sums.items()
-            },
+            "sums": {tag: (_host_float32(d.sums), d.count) for tag, d in sums.items()},
         }
 
 
@@ -415,3 +415,8 @@ class CurvaturePool:
                 self.worker_info[i] = ray.get(self.actors[i].info.remote())
                 self._pids[i] = res["pid"]
         return results  # type: ignore[return-value]
+
+
+def _host_float32(sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Sums as float32 numpy arrays on the host (what a worker returns, whatever its device)."""
+    return {k: v.to("cpu", torch.float32).numpy() for k, v in sums.items()}

@@ -12,7 +12,7 @@ from .datasets import SplitArrays
 from .metrics import fairness_metrics
 from .model import to_model_input
 
-__all__ = ["evaluate", "predict", "resolve_device"]
+__all__ = ["evaluate", "on_device", "predict", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -22,7 +22,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
+_ON_DEVICE: dict[tuple[int, tuple[int, ...], str], tuple[np.ndarray, torch.Tensor]] = {}
+
+
+def on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 images as a tensor on ``device``: zero-copy on the CPU; copied to an accelerator once
+    per array and kept there (a split evaluated after every pruning step crosses the bus once)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.ascontiguousarray(images))
+    key = (id(images), images.shape, str(device))
+    hit = _ON_DEVICE.get(key)
+    if hit is None or hit[0] is not images:
+        if len(_ON_DEVICE) >= 8:  # a few splits at a time; the oldest goes
+            _ON_DEVICE.pop(next(iter(_ON_DEVICE)))
+        hit = _ON_DEVICE[key] = (images, torch.from_numpy(np.ascontiguousarray(images)).to(device))
+    return hit[1]
+
+
 def predict(
     model: nn.Module,
     images: np.ndarray,
@@ -30,21 +46,20 @@ def predict(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """Logits ``(N, K)`` float32 for uint8 images ``(N, H, W, 3)``, in eval mode.
-
-    The model's mode is restored afterwards.
-    """
+    """Logits ``(N, K)`` float32 for uint8 images ``(N, H, W, 3)``, in eval mode, on the model's
+    device (or ``device``). The model's mode is restored afterwards."""
     device = next(model.parameters()).device if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
+    pixels = on_device(images, device)
     out = []
     try:
-        for start in range(0, len(images), batch_size):
-            x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
-            out.append(model(x.to(device)).float().cpu())
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                out.append(model(to_model_input(pixels[start : start + batch_size])).float())
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def evaluate(

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .checkpoint import Checkpoint
 from .config import PruneConfig
 from .datasets import DermDataset, SplitArrays
-from .evaluation import evaluate, predict
+from .evaluation import evaluate, predict, resolve_device
 from .hessian import CurvatureConfig
 from .methods.base import CurvatureData, Method, MethodContext, MethodOutput, TrainingSetup
 from .metrics import fairness_metrics, flatten_metrics
@@ -210,10 +211,12 @@ class Experiment:
         splits: Sequence[str] = SPLITS,
         training: TrainingSetup | None = None,
         log: Callable[[str], None] | None = print,
+        device: str | torch.device = "auto",
     ) -> None:
         self.problem = problem
         self.training = training
-        self.model = problem.build_model()
+        self.device = resolve_device(device)
+        self.model = problem.build_model().to(self.device)  # methods, curvature and evaluation follow it
         self.curvature = curvature or LocalCurvature(problem.curvature, log=log)  # follows the model's device
         self.tracker = tracker or NullTracker()
         self.n_boot = n_boot

@@ -313,7 +313,7 @@ class CurvatureEngine:
         sums = {}
         for name, p in self.model.named_parameters():
             value = getattr(p, attr)
-            sums[name] = value.detach().to("cpu", torch.float64)
+            sums[name] = value.detach().to(torch.float64)  # stays on the device: no copy per pass
             delattr(p, attr)
             p.grad = None
         return DiagSums(sums, int(y.shape[0]))

@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["INPUT_MEAN", "INPUT_STD", "VGG", "ModelConfig", "build_model", "to_model_input"]
+__all__ = ["INPUT_MEAN", "INPUT_STD", "VGG", "ModelConfig", "build_model", "normalise", "to_model_input"]
 
 # VGG-11 ("A") in torchvision's notation: numbers are conv output channels, "M" a 2x2 max-pool.
 _VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -127,15 +128,22 @@ def build_model(config: ModelConfig, *, seed: int | None = None) -> VGG:
         return VGG(config)
 
 
-def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` -> normalised float32 ``(N, 3, H, W)``."""
+def to_model_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` (a tensor on any device, or a numpy
+    array) -> normalised float32 ``(N, 3, H, W)`` on the same device."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {images.dtype}")
     if images.ndim != 4:
         raise ValueError(f"expected a batch of images (4 dims), got shape {tuple(images.shape)}")
     if images.shape[-1] == 3 and images.shape[1] != 3:
         images = images.permute(0, 3, 1, 2)
-    x = images.float().div_(255.0)
-    mean = torch.tensor(INPUT_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(INPUT_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return normalise(images.float().div_(255.0))
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] ``(N, 3, H, W)`` -> the model's normalised input (in place)."""
+    mean = torch.tensor(INPUT_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(INPUT_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std).contiguous()

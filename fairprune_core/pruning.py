@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -57,29 +56,29 @@ __all__ = [
 
 # -- masks and selection ----------------------------------------------------------------------
 def select_smallest(
-    saliency: np.ndarray, alive: np.ndarray, k: int, tiebreak: tuple[np.ndarray, ...] = ()
-) -> np.ndarray:
-    """Indices of the ``k`` alive entries with the smallest saliency.
+    saliency: torch.Tensor, alive: torch.Tensor, k: int, tiebreak: tuple[torch.Tensor, ...] = ()
+) -> torch.Tensor:
+    """Indices of the ``k`` alive entries with the smallest saliency, on the saliency's device.
 
     Dead (already pruned) entries are never selected. Entries tied with the k-th smallest value
-    are ordered by the ``tiebreak`` keys (ascending, first key first), then by index. Linear
-    time except for the ties (``argpartition``).
+    are ordered by the ``tiebreak`` keys (ascending, first key first), then by index. One
+    ``torch.kthvalue`` over all weights, plus a stable sort of the ties only.
     """
     n_alive = int(alive.sum())
     if k > n_alive:
         raise ValueError(f"asked to prune {k} weights but only {n_alive} are left")
     if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    values = np.where(alive, saliency, np.inf)
-    if np.isnan(values[alive]).any():
+        return torch.zeros(0, dtype=torch.int64, device=saliency.device)
+    values = torch.where(alive, saliency, torch.full_like(saliency, math.inf))
+    if bool(torch.isnan(values).any()):
         raise FloatingPointError("saliency has NaN entries: the curvature pass diverged (check the data and model)")
-    threshold = np.partition(values, k - 1)[k - 1]
-    below = np.flatnonzero(values < threshold)
-    ties = np.flatnonzero(values == threshold)
-    if len(ties) > k - len(below) and tiebreak:
-        # np.lexsort sorts by its LAST key first
-        ties = ties[np.lexsort((ties, *(key[ties] for key in reversed(tiebreak))))]
-    return np.concatenate([below, ties[: k - len(below)]])
+    threshold = torch.kthvalue(values, k).values
+    below = torch.nonzero(values < threshold).flatten()
+    ties = torch.nonzero(values == threshold).flatten()
+    if len(ties) > k - len(below):
+        for key in reversed(tiebreak):  # stable sorts, last key first: the first key decides
+            ties = ties[torch.sort(key[ties], stable=True).indices]
+    return torch.cat([below, ties[: k - len(below)]])
 
 
 @dataclass(frozen=True)
@@ -137,9 +136,10 @@ def fairprune_saliency(beta: float, unprivileged: Any, privileged: Any) -> Salie
         h0, h1 = sums["unprivileged"].mean(dtype=None), sums["privileged"].mean(dtype=None)
         value, total = {}, {}
         for n, p in model.named_parameters():
-            half_sq = 0.5 * p.detach().double().cpu() ** 2
-            value[n] = half_sq * (h0[n] - beta * h1[n])
-            total[n] = half_sq * (h0[n] + h1[n])
+            half_sq = 0.5 * p.detach().double() ** 2  # on the model's device, like the ranking
+            c0, c1 = h0[n].to(p.device), h1[n].to(p.device)
+            value[n] = half_sq * (c0 - beta * c1)
+            total[n] = half_sq * (c0 + c1)
         return Saliency(value, total)
 
     return saliency
@@ -154,7 +154,7 @@ def obd_saliency(data: Any) -> SaliencyFn:
 
     def saliency(model: nn.Module, step: int, curvature: CurvatureFn) -> dict[str, torch.Tensor]:
         h = curvature(model, [("all", src)], step)["all"].mean(dtype=None)
-        value = {n: 0.5 * p.detach().double().cpu() ** 2 * h[n] for n, p in model.named_parameters()}
+        value = {n: 0.5 * p.detach().double() ** 2 * h[n].to(p.device) for n, p in model.named_parameters()}
         return Saliency(value, {})
 
     return saliency
@@ -204,28 +204,29 @@ def _stop_decision(
 
 
 class _Layout:
-    """The prunable weights of a model as one flat vector (views into the parameters)."""
+    """The prunable weights of a model as one flat vector on the model's device."""
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         self.names = names
         self.params = dict(model.named_parameters())
-        self.offsets = np.cumsum([0, *(self.params[n].numel() for n in names)])
-        self.total = int(self.offsets[-1])
+        self.sizes = [self.params[n].numel() for n in names]
+        self.total = sum(self.sizes)
+        self.device = self.params[names[0]].device
 
-    def flat(self, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
-        return np.concatenate([tensors[n].detach().reshape(-1).cpu().numpy() for n in self.names])
+    def flat(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([tensors[n].detach().reshape(-1).to(self.device) for n in self.names])
 
-    def apply(self, alive: np.ndarray) -> None:
+    def apply(self, alive: torch.Tensor) -> None:
         with torch.no_grad():
-            for j, name in enumerate(self.names):
-                local = alive[self.offsets[j] : self.offsets[j + 1]]
+            for name, local in zip(self.names, torch.split(alive, self.sizes), strict=True):
                 p = self.params[name]
-                p.mul_(torch.from_numpy(local).view_as(p).to(p))
+                p.mul_(local.view_as(p).to(p.dtype))
 
-    def masks(self, alive: np.ndarray) -> dict[str, torch.Tensor]:
+    def masks(self, alive: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter masks on the CPU (what checkpoints and trackers store)."""
         return {
-            name: torch.from_numpy(alive[self.offsets[j] : self.offsets[j + 1]].copy()).view(self.params[name].shape)
-            for j, name in enumerate(self.names)
+            name: local.view(self.params[name].shape).cpu().clone()
+            for name, local in zip(self.names, torch.split(alive, self.sizes), strict=True)
         }
 
 
@@ -279,7 +280,7 @@ def prune_iteratively(
         model = copy.deepcopy(model)
     model.eval()
     layout = _Layout(model, prunable_parameters(model, include_biases=prune_biases))
-    alive = np.ones(layout.total, dtype=bool)
+    alive = torch.ones(layout.total, dtype=torch.bool, device=layout.device)
     if num_classes is None:
         num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if validation is not None and num_classes is None:
@@ -288,7 +289,7 @@ def prune_iteratively(
     history: list[dict[str, float]] = []
 
     def record(step: int, extra: dict[str, float]) -> dict[str, float]:
-        pruned = int(layout.total - alive.sum())
+        pruned = layout.total - int(alive.sum())
         row = {"step": step, "pruned": float(pruned), "ratio": pruned / layout.total, **extra}
         if validation is not None:
             row.update(flatten_metrics(evaluate(model, validation, num_classes=num_classes), prefix="val_"))
@@ -304,9 +305,9 @@ def prune_iteratively(
         t0 = time.perf_counter()
         sal = saliency(model, step, curvature_fn)
         keys = [layout.flat(sal.tiebreak)] if sal.tiebreak else []
-        magnitude = np.abs(layout.flat(layout.params))
+        magnitude = layout.flat(layout.params).abs()
         chosen = select_smallest(
-            layout.flat(sal.value), alive, target - int(layout.total - alive.sum()), (*keys, magnitude)
+            layout.flat(sal.value), alive, target - (layout.total - int(alive.sum())), (*keys, magnitude)
         )
         alive[chosen] = False
         layout.apply(alive)
@@ -412,6 +413,7 @@ def obd(
     inplace: bool = False,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    stop_when: Callable[[dict[str, float]], str | None] | None = None,
 ) -> PruneResult:
     """The OBD baseline: same schedule, saliency ``1/2 theta^2 h`` on all training data."""
     result = prune_iteratively(
@@ -421,6 +423,7 @@ def obd(
         curvature=_backend(curvature, estimator, mc_samples, seed, max_sub_batch, model),
         validation=validation,
         num_classes=num_classes,
+        stop_when=stop_when,
         prune_biases=prune_biases,
         initial_curvature=initial_curvature,
         inplace=inplace,

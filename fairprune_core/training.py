@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import save_checkpoint
-from .datasets import DermDataset
+from .datasets import DermDataset, SplitArrays
+from .datasets.device_batches import DeviceBatches
 from .datasets.transforms import AugmentedImages, collate_to_input, train_augmentation
 from .evaluation import evaluate, resolve_device
 from .model import ModelConfig, build_model
@@ -222,7 +223,7 @@ def _save_last(
 def _train_epoch(
     model: nn.Module,
     mode: TrainingMode,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     optimizer: Any,
     device: Any,
     epoch: int,
@@ -232,15 +233,34 @@ def _train_epoch(
     model.train()
     total, seen = 0.0, 0
     last_report = time.monotonic()
+    cuda = torch.device(device).type == "cuda"
     for b, (x, y, g) in enumerate(loader):
         x, y, g = (t.to(device, non_blocking=True) for t in (x, y, g))
-        loss = mode.step(model, optimizer, x, y, g)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # bf16 autocast on a GPU (training only; curvature and evaluation stay float32)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = mode.step(model, optimizer, x, y, g)
         total += loss * len(y)
         seen += len(y)
         if time.monotonic() - last_report > 15:
             last_report = time.monotonic()
             log(f"  epoch {epoch + 1}: batch {b + 1}/{len(loader)}, loss {total / seen:.4f}")
     return total / max(seen, 1)
+
+
+def _loader(train: SplitArrays, config: TrainConfig, device: torch.device) -> Any:
+    """On a GPU, batches made and augmented there (per-sample, batched); on a CPU, a DataLoader."""
+    if device.type == "cuda":
+        return DeviceBatches(train, batch_size=config.batch_size, device=device, augment=config.augment)
+    return DataLoader(
+        AugmentedImages(train, train_augmentation(config.augment)),
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        collate_fn=collate_to_input,
+        drop_last=False,
+    )
 
 
 def pretrain(
@@ -274,6 +294,8 @@ def pretrain(
 
     torch.manual_seed(config.seed)
     model = mode.build(model_config, seed=config.seed, device=device, lr=config.lr)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
@@ -284,14 +306,7 @@ def pretrain(
         log(f"resuming from {last_path} at epoch {p.start_epoch + 1}/{config.epochs}")
 
     train, val = dataset.split("train"), dataset.split("val")
-    loader = DataLoader(
-        AugmentedImages(train, train_augmentation(config.augment)),
-        batch_size=config.batch_size,
-        shuffle=True,
-        num_workers=config.num_workers,
-        collate_fn=collate_to_input,
-        drop_last=False,
-    )
+    loader = _loader(train, config, device)
     for epoch in range(p.start_epoch, config.epochs):
         t0 = time.monotonic()
         train_loss = _train_epoch(model, mode, loader, optimizer, device, epoch, log)

@@ -54,6 +54,8 @@ RESUMABLE = {
     "workers_per_trial": "workers_per_trial",
     "cpus_per_worker": "cpus_per_worker",
     "gpus_per_worker": "gpus_per_worker",
+    "gpus_per_trial": "gpus_per_trial",
+    "device": "device",
     "address": "address",
     "tracking_uri": "tracking_uri",
 }
@@ -111,6 +113,12 @@ def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
 
     if args.resume:
         name = args.name or _latest(args.storage)
+        if not SweepState.path(args.storage / name).is_file():
+            known = sorted(f.parent.name for f in args.storage.glob("*/sweep.json"))
+            raise SystemExit(
+                f"--resume --name {name}: no sweep of that name in {args.storage}; "
+                + (f"the sweeps there: {', '.join(known)}" if known else "there are none: start one without --resume")
+            )
         state = SweepState.load(args.storage / name)
         cfg = _resumed_config(args, given, state)
         dataset = load_dataset(**state.dataset_spec)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     config = prune_config_from_args(args, dataset)
     pool = curvature_backend_from_args(args, checkpoint.model_config, config)
     try:
-        run_comparison(checkpoint, dataset, config, methods=methods, out=args.out, curvature=pool)
+        run_comparison(checkpoint, dataset, config, methods=methods, out=args.out, curvature=pool, device=args.device)
     finally:
         if pool is not None:
             print(

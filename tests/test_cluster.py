@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -150,3 +151,44 @@ def test_sweep_runs_on_a_multi_node_cluster(gpu_cluster, mlflow_server, tmp_path
     for run in trials:
         # each trial's two curvature workers ran on the two GPU nodes, one each
         assert set(run.data.tags["curvature_nodes"].split(",")) == {n.node_id for n in nodes}
+
+
+@pytest.mark.slow
+def test_start_mlflow_restarts_its_own_server_and_no_other(tmp_path):
+    """Run the head's script twice for real: the second run stops the first server by its pid and
+    leaves any other process whose command line says "mlflow server" alone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "FAIRPRUNE_MLFLOW_DIR": str(tmp_path / "mlflow"),
+        "FAIRPRUNE_MLFLOW_PORT": str(port),
+        "HOME": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    decoy = subprocess.Popen(["bash", "-c", 'exec -a "mlflow server --decoy" sleep 300'])
+    script = REPO / "cluster" / "start_mlflow.sh"
+    pids = []
+    try:
+        for _ in range(2):
+            subprocess.run(["bash", str(script)], env=env, check=True, timeout=120, capture_output=True)
+            pids.append(int((tmp_path / "mlflow" / "server.pid").read_text()))
+        time.sleep(1)
+        assert decoy.poll() is None, "the script stopped a process it did not start"
+        assert pids[0] != pids[1]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[0], 0)  # the first server is gone
+        os.kill(pids[1], 0)  # the second one runs
+    finally:
+        decoy.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)  # the server's own session (setsid), never ours

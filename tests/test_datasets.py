@@ -195,7 +195,7 @@ def test_corrupt_image_is_named_or_skipped(tmp_path, cache_dir):
     root = _fitz_folder(tmp_path, rows)
     bad = root / f"{rows[4][0]}.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(DatasetError, match=rf"unreadable image .*{bad.name}.*skip_unreadable=True"):
+    with pytest.raises(DatasetError, match=rf"unreadable image .*{bad.name}.*--skip-unreadable"):
         load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c1")
     ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir / "c2", skip_unreadable=True)
     assert ds.summary()["dropped_by_reason"] == {"unreadable image file": 1}
@@ -339,3 +339,19 @@ def test_cache_is_reused_and_keyed_by_source(tmp_path, cache_dir):
     _jpeg(root / f"{_balanced_rows(20)[0][0]}.jpg", (1, 2, 3), size=30)  # a re-downloaded image
     d = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cdir)
     assert d.cache_file != a.cache_file
+
+
+def test_a_class_without_training_or_validation_images_is_an_error_naming_it(tmp_path, cache_dir):
+    rows = _balanced_rows(40)
+    root = _fitz_folder(tmp_path, rows)
+    ds = load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir)
+    manifest = ds.records[["image_id", "split"]].copy()
+    # every acne image into test: acne keeps its rows but has nothing to train or validate on
+    acne = ds.records["label"] == ds.class_names.index("acne")
+    manifest.loc[acne, "split"] = "test"
+    path = tmp_path / "manifest.csv"
+    manifest.to_csv(path, index=False)
+    with pytest.raises(
+        DatasetError, match=r"1 class\(es\) without training or validation images: acne \(train 0, val 0"
+    ):
+        load_dataset("fitzpatrick17k", root, image_size=32, cache_dir=cache_dir, manifest=path)

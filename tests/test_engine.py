@@ -125,6 +125,27 @@ def test_curvature_of_a_gpu_model_is_computed_on_the_gpu(problem):
     assert next(backend._engine.model.parameters()).is_cuda
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_pruning_run_on_the_gpu_selects_what_the_cpu_run_selects(problem):
+    method = make_method("fairprune", beta=0.3, step_ratio=0.05, final_ratio=0.1)
+    on = {d: Experiment(problem, log=None, device=d).run_method(method) for d in ("cpu", "cuda")}
+    masks = {d: rec.output.masks for d, rec in on.items()}
+    agree = np.mean([(masks["cpu"][n] == masks["cuda"][n]).float().mean().item() for n in masks["cpu"]])
+    assert agree > 0.999  # float32 sums on two devices: only ties at the threshold may differ
+    assert all(not m.is_cuda for m in masks["cuda"].values())  # masks come back to the CPU
+    assert abs(on["cpu"].metrics["val"]["avg"]["f1"] - on["cuda"].metrics["val"]["avg"]["f1"]) < 0.01
+
+
+def test_sweep_trials_ask_ray_for_their_gpus():
+    from fairprune_core.config import SweepConfig
+    from fairprune_core.sweep.tune import _resources
+
+    assert _resources(SweepConfig(name="x", gpus_per_trial=0.25)).bundles == [{"CPU": 1, "GPU": 0.25}]
+    assert _resources(SweepConfig(name="x")).bundles == [{"CPU": 1}]
+    with pytest.raises(ValueError, match="gpus_per_trial must be >= 0"):
+        SweepConfig(name="x", gpus_per_trial=-1)
+
+
 # -- the sweep's trial body, without Ray or MLflow ----------------------------------------------
 @pytest.fixture(scope="module")
 def trial_context(problem):
@@ -210,3 +231,27 @@ def test_sweep_baselines_are_checked():
         SweepConfig(name="s", baselines=("obd",))
     with pytest.raises(ValueError, match="got vanilla, kfac"):
         SweepConfig(name="s", baselines=("vanilla", "kfac"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("n_boot", 0, "--bootstrap"),
+        ("cpus_per_worker", 0, "--cpus-per-worker"),
+        ("gpus_per_worker", -1, "--gpus-per-worker"),
+        ("gpus_per_trial", -0.5, "--gpus-per-trial"),
+    ],
+)
+def test_sweep_settings_out_of_range_are_refused_naming_the_flag(field, value, flag):
+    from fairprune_core.config import SweepConfig
+
+    with pytest.raises(ValueError, match=flag):
+        SweepConfig(name="x", **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"), [("stop_eopp1", -1.0, "--stop-eopp1"), ("max_sub_batch", 0, "--max-sub-batch")]
+)
+def test_prune_settings_out_of_range_are_refused_naming_the_flag(field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        PruneConfig(**{field: value})

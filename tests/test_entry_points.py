@@ -41,3 +41,12 @@ def test_prune_smoke_test_compares_every_method(tmp_path, cache_dir):
 def test_a_bad_method_name_is_a_clear_error(tmp_path, cache_dir):
     res = _run("prune.py", "--method", "obd,kfac", cwd=tmp_path, cache=cache_dir)
     assert res.returncode != 0 and "--method: unknown 'kfac'; choose among obd, fairprune" in res.stderr
+
+
+def test_resuming_a_sweep_that_does_not_exist_names_the_ones_that_do(tmp_path, cache_dir):
+    (tmp_path / "sweeps" / "real-one").mkdir(parents=True)
+    (tmp_path / "sweeps" / "real-one" / "sweep.json").write_text("{}")
+    args = ("--resume", "--name", "typo", "--storage", str(tmp_path / "sweeps"))
+    res = _run("pareto.py", *args, cwd=tmp_path, cache=cache_dir)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "--resume --name typo: no sweep of that name" in res.stderr and "real-one" in res.stderr

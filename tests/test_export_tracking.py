@@ -62,3 +62,11 @@ def test_local_store_is_refused_on_a_multi_node_cluster(tmp_path):
     with pytest.raises(TrackingError, match=r"multi-node.*--tracking-uri http://"):
         check_tracking_uri(uri, multi_node=True)
     check_tracking_uri(uri, multi_node=False)  # fine on one machine
+
+
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_naming_the_choices():
+    from fairprune_core.tracking import MlflowTracker
+
+    with pytest.raises(TrackingError, match=r"cannot track to a 'ftp' URI.*sqlite:///"):
+        MlflowTracker.check("ftp://example.org/runs")
+    MlflowTracker.check("sqlite:///tmp/x.db")  # the usual ones pass

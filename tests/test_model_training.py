@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,37 @@ def test_pretrain_entry_point_on_real_isic(isic_root, cache_dir, tmp_path):
     ds = load_dataset("isic2019", isic_root, image_size=32, cache_dir=cache_dir)
     ckpt = load_checkpoint(out / "best.pt", dataset=ds)
     assert ckpt.model_config.num_classes == 8
+
+
+class _Payload:
+    """Unpickling this writes a file: what a malicious checkpoint would do."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "pwned"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(tmp_path):
+    from fairprune_core.checkpoint import FORMAT_VERSION, load_checkpoint
+
+    target = tmp_path / "written-by-the-pickle"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format_version": FORMAT_VERSION, "state_dict": {}, "x": _Payload(str(target))}, bad)
+    with pytest.raises(ValueError, match="never unpickles"):
+        load_checkpoint(bad)
+    assert not target.exists()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(ValueError, match="truncated or not a torch file"):
+        load_checkpoint(truncated)
+
+
+def test_checkpoint_metadata_that_is_not_plain_data_is_refused_at_save(synthetic, tmp_path):
+    from fairprune_core.checkpoint import save_checkpoint
+
+    model = build_model(ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16), seed=0)
+    with pytest.raises(TypeError, match="plain data"):
+        save_checkpoint(tmp_path / "x.pt", model, dataset=synthetic, extra={"obj": _Payload("nowhere")})
+    assert not list(tmp_path.iterdir())  # nothing half-written is left

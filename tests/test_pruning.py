@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -162,14 +163,33 @@ def test_stop_at_fairness_target(synthetic):
 
 
 def test_select_smallest_never_reselects_and_orders_ties():
-    s = np.array([5.0, -3.0, 0.0, 0.0, -10.0, 0.0, 2.0])
-    alive = np.array([True, True, True, True, False, True, True])
-    np.testing.assert_array_equal(np.sort(select_smallest(s, alive, 3)), [1, 2, 3])  # -10 is dead
+    s = torch.tensor([5.0, -3.0, 0.0, 0.0, -10.0, 0.0, 2.0], dtype=torch.float64)
+    alive = torch.tensor([True, True, True, True, False, True, True])
+    assert sorted(select_smallest(s, alive, 3).tolist()) == [1, 2, 3]  # -10 is dead
     # ties at 0 (indices 2, 3, 5) go by the tie-break key, then by index
-    key = np.array([0, 0, 9.0, 4.0, 0, 1.0, 0])
-    np.testing.assert_array_equal(np.sort(select_smallest(s, alive, 3, (key,))), [1, 3, 5])
+    key = torch.tensor([0, 0, 9.0, 4.0, 0, 1.0, 0])
+    assert sorted(select_smallest(s, alive, 3, (key,)).tolist()) == [1, 3, 5]
+    # two keys: the first decides, the second orders what the first leaves tied
+    first, second = torch.tensor([0, 0, 1.0, 1.0, 0, 1.0, 0]), torch.tensor([0, 0, 3.0, 2.0, 0, 1.0, 0])
+    assert sorted(select_smallest(s, alive, 3, (first, second)).tolist()) == [1, 3, 5]
     with pytest.raises(ValueError, match="only 6 are left"):
         select_smallest(s, alive, 7)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        select_smallest(torch.tensor([0.0, math.nan]), torch.tensor([True, True]), 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_select_smallest_agrees_with_a_numpy_lexsort_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    s = rng.integers(-3, 4, n).astype(np.float64)  # many ties
+    alive = rng.random(n) < 0.8
+    keys = (rng.integers(0, 3, n).astype(np.float64), rng.random(n))
+    k = 1234
+    values = np.where(alive, s, np.inf)
+    order = np.lexsort((np.arange(n), keys[1], keys[0], values))  # values first, then the keys, then index
+    got = select_smallest(torch.from_numpy(s), torch.from_numpy(alive), k, tuple(map(torch.from_numpy, keys)))
+    assert sorted(got.tolist()) == sorted(order[:k].tolist())
 
 
 def test_invalid_ranges_are_rejected():

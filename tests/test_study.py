@@ -185,3 +185,13 @@ def test_grid_mode_runs_the_papers_protocol_once_each(tmp_path):
 def test_grid_values_outside_the_space_are_refused():
     with pytest.raises(ValueError, match=r"grid values beta=0\.5 lie outside"):
         SweepConfig(name="s", sampler="grid", space=SearchSpace(beta=(0.0, 0.4)))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"), [("trials: [1, 2\n", "not valid YAML"), ("- trials\n- 3\n", "expected a mapping")]
+)
+def test_a_config_file_that_does_not_parse_is_one_clear_line(pareto, tmp_path, text, words):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(SystemExit, match=words):
+        apply_config_file(pareto._parser(), ["--config", str(bad)])

@@ -150,6 +150,10 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     text = "".join(out) + rest
     assert proc.returncode == 130, text[-3000:]
     assert "Resume it with:" in text and "--resume --name e2e" in text
+    client = MlflowClient(mlflow_server)
+    exp_id = client.get_experiment_by_name("e2e").experiment_id
+    (parent_run,) = client.search_runs([exp_id], "tags.method = 'sweep'")
+    assert parent_run.info.status == "KILLED", "an interrupted sweep's parent run is visibly unfinished"
 
     # 3. resume again: it completes the 6 trials
     last = subprocess.run(
@@ -170,7 +174,10 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     parents = [r for r in runs if r.data.tags.get("method") == "sweep"]
     assert len(parents) == 1, "one parent run per sweep, resumed runs included"
     parent = parents[0]
+    assert parent.info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    # no trial that Ctrl-C stopped is left looking as if it had failed
+    assert not [r for r in children if r.info.status in ("FAILED", "RUNNING")], [r.info.status for r in children]
     finished = [r for r in children if r.info.status == "FINISHED"]
     trials = [r for r in finished if r.data.tags.get("method") == "fairprune"]
     baselines = {"vanilla", "obd", "advconf", "advrev", "domainindep"}

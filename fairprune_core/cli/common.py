@@ -294,6 +294,13 @@ def add_ray_arguments(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
             default=c.workers_per_trial,
             help="Ray curvature workers per trial, in the trial's placement group (0: in the trial)",
         )
+        r.add_argument(
+            "--gpus-per-trial",
+            type=float,
+            default=c.gpus_per_trial,
+            help="GPUs per trial when it computes its own curvature (--workers-per-trial 0); fractions such as "
+            "0.25 put four trials on one GPU (default 0: the trials run on CPUs)",
+        )
     else:
         r.add_argument(
             "--workers", type=int, default=0, help="Ray curvature workers per pruning run (0: compute in this process)"

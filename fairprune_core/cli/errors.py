@@ -11,6 +11,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ..checkpoint import CheckpointMismatch
     from ..datasets import DatasetError
     from ..distributed import PoolResourcesError
+    from ..sweep.lock import SweepLocked
     from ..tracking import TrackingError
 
     return (
@@ -18,6 +19,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         TrackingError,
         PoolResourcesError,
         CheckpointMismatch,
+        SweepLocked,
         FileExistsError,
         FileNotFoundError,
         ValueError,

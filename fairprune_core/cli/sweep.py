@@ -98,14 +98,23 @@ def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None)
     if not known.config.is_file():
         raise SystemExit(f"--config: file not found: {known.config}")
     text = known.config.read_text()
-    if known.config.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if known.config.suffix in (".yaml", ".yml"):
+            import yaml
 
-        values = yaml.safe_load(text) or {}
-    else:
-        import json
+            values = yaml.safe_load(text) or {}
+        else:
+            import json
 
-        values = json.loads(text)
+            values = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError, json.JSONDecodeError: the file's own message says where
+        raise SystemExit(
+            f"--config {known.config}: not valid {known.config.suffix.lstrip('.').upper()}: {exc}"
+        ) from exc
+    if not isinstance(values, dict):
+        raise SystemExit(
+            f"--config {known.config}: expected a mapping of flag names to values, got {type(values).__name__}"
+        )
     dests = {a.dest for a in parser._actions}
     unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
     if unknown:
@@ -167,6 +176,8 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
+        gpus_per_trial=args.gpus_per_trial,
+        device=args.device,
         n_boot=args.bootstrap,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,

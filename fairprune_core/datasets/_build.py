@@ -47,6 +47,25 @@ def _check_classes_and_groups(
     return kept_classes, dropped_classes
 
 
+def _check_every_class_is_trained_and_validated(
+    labels: np.ndarray, split: np.ndarray, class_names: list[str], name: str, fix_hint: str
+) -> None:
+    """A class without training images cannot be learnt; one without validation images cannot be
+    selected on or measured: both are errors, naming the classes and their images per split."""
+    missing = []
+    for k, cls in enumerate(class_names):
+        counts = {s: int(((labels == k) & (split == s)).sum()) for s in ("train", "val", "test")}
+        if counts["train"] == 0 or counts["val"] == 0:
+            missing.append(f"{cls} (train {counts['train']}, val {counts['val']}, test {counts['test']})")
+    if missing:
+        raise DatasetError(
+            f"{name}: {len(missing)} class(es) without training or validation images: {'; '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}. Every class needs both: remove or merge those classes' rows "
+            f"(or add images), or draw another split (--split-seed; a --manifest that gives them both). "
+            f"{fix_hint}".strip()
+        )
+
+
 def assemble(
     *,
     name: str,
@@ -108,6 +127,7 @@ def assemble(
         unit = rows[unit_column].to_numpy(object) if unit_column else None
         split = assign_splits(labels, groups, seed=seed, unit=unit)
 
+    _check_every_class_is_trained_and_validated(labels, split, kept_classes, name, fix_hint)
     records = pd.DataFrame(
         {
             "image_id": rows["image_id"].to_numpy(str),

@@ -47,7 +47,7 @@ def decode_image(path: str, size: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(
             f"unreadable image {path} ({type(exc).__name__}: {exc}); re-download or delete it "
-            f"(a deleted image is dropped and counted), or pass skip_unreadable=True"
+            f"(a deleted image is dropped and counted), or pass --skip-unreadable (skip_unreadable=True in Python)"
         ) from exc
 
 

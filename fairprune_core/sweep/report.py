@@ -94,6 +94,7 @@ class _Report:
             f1_floor=self.cfg.f1_floor,
             training=training_setup(self.dataset, checkpoint),
             log=None,
+            device=self.cfg.device,
         )
         self.cache_path = directory / "report_ablations.json"
         self.cache: dict[str, Any] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}

@@ -31,6 +31,7 @@ from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..tracking import MlflowTracker, Tracker
 from .front import front_of, front_summary, trials_frame
+from .lock import sweep_lock
 from .state import SweepState
 from .study import SweepStudy
 from .trial import TrialContext
@@ -71,11 +72,12 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     """Ray and the tracking store, checked; the config with its automatic GPU count resolved."""
     from ..distributed import auto_gpus_per_worker, check_resources, cluster_node_count, ensure_ray
 
+    # a resumed sweep keeps logging where it started, wherever it is resumed from
+    uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
+    MlflowTracker.check(uri)  # a bad or unreachable store fails before Ray starts
     ensure_ray(cfg.address)
     if cfg.gpus_per_worker is None:
         cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())
-    # a resumed sweep keeps logging where it started, wherever it is resumed from
-    uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
     tracker = MlflowTracker.connect(
         uri, cfg.experiment or f"fairprune-{dataset.name}", multi_node=cluster_node_count() > 1
     )
@@ -126,13 +128,15 @@ def initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[s
     """The unpruned model's per-group curvature: the same for every trial, so computed once."""
     path = cfg.directory / "initial_curvature.pt"
     if path.is_file():
-        saved = torch.load(path, weights_only=True)  # tensors and ints only: nothing is unpickled
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and ints: nothing unpickled
         return {k: DiagSums(v["sums"], v["count"]) for k, v in saved.items()}
     t0 = time.perf_counter()
     data = experiment.problem.data
     sums = experiment.curvature.compute(
         experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
     )
+    # on the CPU: shipped to every trial process, whatever device each one computes on
+    sums = {k: DiagSums({n: t.cpu() for n, t in v.sums.items()}, v.count) for k, v in sums.items()}
     torch.save({k: {"sums": v.sums, "count": v.count} for k, v in sums.items()}, path)
     log(f"shared step-0 curvature of the unpruned model computed once ({time.perf_counter() - t0:.1f}s)")
     return sums
@@ -148,7 +152,9 @@ def _open_study(
         study.enqueue_paper_settings()
     study.requeue_interrupted()
     if not new:
-        finished, killed = tracker.close_unfinished(state.sweep_id, study.completed_run_ids())
+        finished, killed = tracker.close_unfinished(
+            state.sweep_id, study.completed_run_ids(), study.interrupted_numbers()
+        )
         if finished or killed:
             log(
                 f"runs left open by the interrupted sweep: {finished} completed trial(s) marked "
@@ -174,6 +180,7 @@ def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initia
         cpus_per_trial=cfg.cpus_per_trial,
         cpus_per_worker=cfg.cpus_per_worker,
         gpus_per_worker=cfg.gpus_per_worker,
+        gpus_per_trial=cfg.gpus_per_trial,
     )
 
 
@@ -234,12 +241,24 @@ def run_sweep(
     ``flags`` (the command line's values) are stored with a new sweep, so that a resume can
     tell a repetition of the same command from a change of study.
     """
-    from .tune import run_trials
-
     t_start = time.monotonic()
     checkpoint.check_dataset(dataset)
     stored = _check_start(cfg, dataset, resume)
-    cfg.directory.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(cfg.directory, log):
+        return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
+
+
+def _run_locked(
+    cfg: SweepConfig,
+    dataset: DermDataset,
+    checkpoint: Checkpoint,
+    stored: SweepState | None,
+    flags: dict[str, Any] | None,
+    log: Callable[[str], None],
+    t_start: float,
+) -> SweepOutcome:
+    from .tune import run_trials
+
     cfg, tracker = _connect(cfg, dataset, stored)
     experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
     log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
@@ -251,6 +270,7 @@ def run_sweep(
         f1_floor=cfg.f1_floor,
         training=training_setup(dataset, checkpoint),
         log=None,
+        device=cfg.device,
     )
     floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
     state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)
@@ -278,6 +298,8 @@ def run_sweep(
             ctx = _trial_context(cfg, state, problem, initial)
             interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
         trials, front = _publish_front(tracker, state, cfg.directory)
+    if interrupted:
+        tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed
     return SweepOutcome(
         cfg.directory,
         state.parent_run_id,

@@ -143,6 +143,10 @@ class SweepStudy:
         self.study.enqueue_trial({k: params[k] for k in PARAMS if k in params}, user_attrs={"requeued_from": number})
         self.log(f"trial {number} was interrupted; its settings are queued to run again")
 
+    def interrupted_numbers(self) -> set[int]:
+        """Numbers of trials that were interrupted and queued to run again."""
+        return self._requeued()
+
     def _requeued(self) -> set[int]:
         return {
             int(t.user_attrs["requeued_from"])

@@ -41,6 +41,7 @@ class TrialContext:
     cpus_per_trial: float = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
+    gpus_per_trial: float = 0  # the trial's own GPUs (Ray makes exactly those visible to it)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def run_trial(
     report: Callable[[dict[str, Any]], None] | None = None,
     curvature: CurvatureBackend | None = None,
     tags: dict[str, str] | None = None,
+    device: str = "cpu",
 ) -> TrialRecord:
     """FairPrune with ``settings`` from the shared context (step-0 curvature included), stopped
     early once validation F1 falls below the floor (the trial is infeasible then) or, with
@@ -167,6 +169,7 @@ def run_trial(
         n_boot=ctx.n_boot,
         f1_floor=ctx.f1_floor_rel,
         log=None,
+        device=device,
     )
     method = FairPrune(
         beta=settings.beta, step_ratio=settings.step, final_ratio=settings.final_ratio, stop_eopp1=ctx.stop_eopp1

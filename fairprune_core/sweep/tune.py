@@ -123,7 +123,9 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         # where this trial's curvature workers run (one per bundle of its placement group)
         tags["curvature_nodes"] = ",".join(sorted(i["node_id"] for i in pool.worker_info))
     try:
-        run_trial(settings, ctx, tracker=tracker, report=tune.report, curvature=pool, tags=tags)
+        # a trial given GPUs sees exactly those (Ray sets CUDA_VISIBLE_DEVICES); otherwise the CPU
+        device = "cuda" if ctx.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+        run_trial(settings, ctx, tracker=tracker, report=tune.report, curvature=pool, tags=tags, device=device)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -132,12 +134,13 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 def _resources(cfg: SweepConfig) -> Any:
     from ..distributed import worker_bundles
 
+    own = {"CPU": cfg.cpus_per_trial, **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}
     if not cfg.workers_per_trial:
-        return {"cpu": cfg.cpus_per_trial}
+        return tune.PlacementGroupFactory([own])
     bundles = worker_bundles(
         cfg.workers_per_trial, cpus_per_worker=cfg.cpus_per_worker, gpus_per_worker=cfg.gpus_per_worker
     )
-    return tune.PlacementGroupFactory([{"CPU": cfg.cpus_per_trial}, *bundles], strategy="SPREAD")
+    return tune.PlacementGroupFactory([own, *bundles], strategy="SPREAD")
 
 
 def run_trials(
@@ -166,7 +169,8 @@ def run_trials(
         ),
     )
     try:
-        results = tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
+        tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
     except KeyboardInterrupt:
         return True
-    return results.num_terminated + results.num_errors < remaining
+    # the study, not Tune, says what finished: Tune counts the trials a Ctrl-C stopped as terminated
+    return study.finished_count() < cfg.num_trials

@@ -46,7 +46,10 @@ class Tracker(Protocol):
     def log_frame(self, frame: Any, stem: str) -> None: ...
     def log_array(self, array: Any, artifact_file: str) -> None: ...
     def finished_runs(self, sweep_id: str, method: str | None = None) -> Any: ...
-    def close_unfinished(self, sweep_id: str, completed: set[str]) -> tuple[int, int]: ...
+    def close_unfinished(
+        self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
+    ) -> tuple[int, int]: ...
+    def mark_killed(self, run_id: str) -> None: ...
     def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None: ...
 
 
@@ -91,8 +94,13 @@ class NullTracker:
 
         return pd.DataFrame()
 
-    def close_unfinished(self, sweep_id: str, completed: set[str]) -> tuple[int, int]:
+    def close_unfinished(
+        self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
+    ) -> tuple[int, int]:
         return 0, 0
+
+    def mark_killed(self, run_id: str) -> None:
+        pass
 
     def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
         pass

@@ -7,6 +7,7 @@ inside functions only.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -57,8 +58,19 @@ def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in _REMOTE_SCHEMES
 
 
+# where MLflow can keep runs ("" is a plain folder path); a database URI may name its driver ("postgresql+psycopg2")
+TRACKING_SCHEMES = frozenset({"", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"})
+
+
 def check_tracking_uri(uri: str, *, multi_node: bool, timeout_s: float = 5.0) -> None:
-    """Fail early and clearly: a local store on a multi-node cluster, or an unreachable server."""
+    """Fail early and clearly: a scheme MLflow cannot track to, a local store on a multi-node
+    cluster, or an unreachable server."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingError(
+            f"--tracking-uri {uri!r}: MLflow cannot track to a {scheme!r} URI; use a tracking server "
+            f"(http://host:5000), a database (sqlite:///path/mlflow.db, postgresql://...) or a folder (file:///path)"
+        )
     if multi_node and not is_remote(uri):
         raise TrackingError(
             f"the sweep runs on a multi-node Ray cluster, but the MLflow tracking URI {uri!r} is a local "
@@ -102,7 +114,7 @@ def log_pruned_model(
 
     from ..export import to_pruned_module
 
-    module = to_pruned_module(model, masks) if masks else to_pruned_module(model, {})
+    module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
     return mlflow.pytorch.log_model(
         module,
@@ -155,6 +167,11 @@ class MlflowTracker:
         self.uri = uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
+
+    @classmethod
+    def check(cls, uri: str | None) -> None:
+        """The checks that need no cluster (scheme, a server's health), before anything starts."""
+        check_tracking_uri(resolve_tracking_uri(uri), multi_node=False)
 
     @classmethod
     def connect(cls, uri: str | None, experiment_name: str, *, multi_node: bool = False) -> MlflowTracker:
@@ -261,23 +278,37 @@ class MlflowTracker:
         runs = self._search(filt)
         return _strip_prefixes(runs) if not runs.empty else runs
 
-    def close_unfinished(self, sweep_id: str, completed: set[str]) -> tuple[int, int]:
-        """Close this sweep's runs an interrupted sweep left RUNNING.
+    def close_unfinished(
+        self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
+    ) -> tuple[int, int]:
+        """Close this sweep's runs an interrupted sweep left open or failed.
 
-        A run whose trial the study recorded as complete (``completed`` run ids) had logged
-        everything: it is marked FINISHED. Any other is marked KILLED (its trial runs again).
-        Returns (finished, killed).
+        A RUNNING run whose trial the study recorded as complete (``completed`` run ids) had logged
+        everything: it is marked FINISHED. Any other RUNNING one is marked KILLED (its trial runs
+        again), and so is a FAILED run of an ``interrupted`` trial number (Ctrl-C stopped it; it
+        did not fail). Killed runs are tagged ``interrupted``. Returns (finished, killed).
         """
         runs = self._search(
-            f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING' and tags.method != 'sweep'"
+            f"tags.sweep_id = '{sweep_id}' and attributes.status != 'FINISHED' and attributes.status != 'KILLED' "
+            f"and tags.method != 'sweep'"
         )
         client = self._client()
         finished = killed = 0
-        for run_id in runs.get("run_id", []):
-            status = "FINISHED" if run_id in completed else "KILLED"
-            client.set_terminated(run_id, status=status)
-            finished, killed = (finished + 1, killed) if status == "FINISHED" else (finished, killed + 1)
+        for _, run in runs.iterrows() if not runs.empty else []:
+            run_id, status = run["run_id"], run["status"]
+            number = str(run.get("tags.optuna_trial", ""))
+            if status == "RUNNING" and run_id in completed:
+                client.set_terminated(run_id, status="FINISHED")
+                finished += 1
+            elif status == "RUNNING" or (status == "FAILED" and number.isdigit() and int(number) in interrupted):
+                client.set_terminated(run_id, status="KILLED")
+                client.set_tag(run_id, "interrupted", "true")
+                killed += 1
         return finished, killed
+
+    def mark_killed(self, run_id: str) -> None:
+        """End a run as KILLED (an interrupted sweep's parent: visibly unfinished until resumed)."""
+        self._client().set_terminated(run_id, status="KILLED")
 
     def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
         """Tag runs (and their logged models) ``pareto_optimal`` = "true"/"false"."""
