@@ -111,9 +111,9 @@ def test_advconf_features_tell_the_group_less_than_vanillas(trained, synthetic):
         feats = {s: _penultimate(model, synthetic.split(s).images) for s in ("val", "test")}
         acc[name] = _probe_balanced_accuracy(feats, groups)
     # chance is 0.5; the marker and contrast gap make vanilla's features tell the group beyond
-    # chance: the test split's ~116 images (about 75 light, 40 dark) give a balanced-accuracy
-    # standard error near 0.05 at chance, so 0.62 is 2.5 of them above it
-    assert acc["vanilla"] > 0.62, acc
+    # chance: the test split's 115 images (81 light, 34 dark) give a balanced-accuracy standard
+    # error of 0.051 at chance, so 0.63 is 2.5 of them above it
+    assert acc["vanilla"] > 0.63, acc
     assert acc["advconf"] < acc["vanilla"] - 0.05, acc
 
 
