@@ -142,7 +142,7 @@ def test_sweep_trials_ask_ray_for_their_gpus():
 
     assert _resources(SweepConfig(name="x", gpus_per_trial=0.25)).bundles == [{"CPU": 1, "GPU": 0.25}]
     assert _resources(SweepConfig(name="x")).bundles == [{"CPU": 1}]
-    with pytest.raises(ValueError, match="gpus_per_trial must be >= 0"):
+    with pytest.raises(ValueError, match=r"gpus_per_trial \(--gpus-per-trial\) must be >= 0"):
         SweepConfig(name="x", gpus_per_trial=-1)
 
 
