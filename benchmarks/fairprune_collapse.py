@@ -82,21 +82,18 @@ def _flat(tensors: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
     return np.concatenate([tensors[n].detach().double().flatten().numpy() for n in names])
 
 
-def _pruned_model(problem, names, theta_sq, saliency: np.ndarray, k: int):
+def _pruned_model(problem, names, saliency: np.ndarray, k: int):
+    from fairprune_core.masks import apply_masks
     from fairprune_core.pruning import select_smallest
 
-    alive = np.ones(len(saliency), bool)
-    pruned = select_smallest(torch.from_numpy(saliency), torch.from_numpy(alive), k).numpy()
+    alive = torch.ones(len(saliency), dtype=torch.bool)
+    pruned = select_smallest(torch.from_numpy(saliency), alive, k)
     alive[pruned] = False
-    model, start = problem.build_model(), 0
+    model = problem.build_model()
     params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n in names:
-            size = params[n].numel()
-            mask = torch.from_numpy(alive[start : start + size].reshape(params[n].shape))
-            params[n].mul_(mask.to(params[n].dtype))
-            start += size
-    return model, pruned
+    sizes = [params[n].numel() for n in names]
+    masks = {n: m.view(params[n].shape) for n, m in zip(names, torch.split(alive, sizes), strict=True)}
+    return apply_masks(model, masks), pruned.numpy()
 
 
 def _measure(problem, model, floor: float, constant_f1: float) -> dict[str, float]:
@@ -150,7 +147,7 @@ def run(problem, log=print) -> dict:
                     ("fairprune", b, 0.5 * theta_sq * (h0a - b * h1a), 0.5 * theta_sq * (h0b - b * h1b)) for b in BETAS
                 ]
                 for method, beta, sal_a, sal_b in settings:
-                    pruned_model, pruned = _pruned_model(problem, names, theta_sq, sal_a, k)
+                    pruned_model, pruned = _pruned_model(problem, names, sal_a, k)
                     threshold_b = np.partition(sal_b, k - 1)[k - 1]  # ties at B's k-th value count as pruned by B
                     row = {
                         "estimator": est,

@@ -108,8 +108,10 @@ class LocalCurvature:
             self._engine.load_state_dict(model.state_dict())
         out = {}
         planned = [getattr(source, "num_batches", None) for _, source in requests]
-        total = sum(planned) if all(planned) else None
-        progress = Progress(self.log, total, label=f" step {step}", every_s=self.progress_every_s) if self.log else None
+        batches = sum(planned) if all(planned) else None
+        progress = (
+            Progress(self.log, batches, label=f" step {step}", every_s=self.progress_every_s) if self.log else None
+        )
         for tag, source in requests:
             total = DiagSums.zero()
             for i, (x, y) in enumerate(source.batches(step)):

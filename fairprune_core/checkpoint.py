@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -65,6 +66,20 @@ class Checkpoint:
             )
 
 
+def _check_plain(payload: dict[str, Any]) -> None:
+    """Every checkpoint written must load without unpickling objects (see :func:`load_checkpoint`):
+    its metadata (everything but the tensors) is round-tripped in memory before anything is written."""
+    buffer = io.BytesIO()
+    torch.save({k: v for k, v in payload.items() if k not in ("state_dict", "masks")}, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TypeError(
+            f"checkpoint metadata must be tensors and plain data (str, numbers, lists, dicts): {exc}"
+        ) from exc
+
+
 def save_checkpoint(
     path: str | Path,
     model: VGG,
@@ -86,15 +101,9 @@ def save_checkpoint(
         "manifest_fingerprint": dataset.manifest_fingerprint,
         **(extra or {}),
     }
+    _check_plain(payload)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(payload, tmp)
-    try:  # every checkpoint written must load without unpickling objects (see load_checkpoint)
-        torch.load(tmp, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        tmp.unlink()
-        raise TypeError(
-            f"checkpoint metadata must be tensors and plain data (str, numbers, lists, dicts): {exc}"
-        ) from exc
     os.replace(tmp, path)
     return path
 
