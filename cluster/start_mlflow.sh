@@ -27,7 +27,7 @@ setsid nohup mlflow server \
     > "$dir/server.log" 2>&1 &
 echo $! > "$pidfile"
 echo "http://$ip:$port" > "$HOME/mlflow_uri"
-for _ in $(seq 1 60); do
+for _ in $(seq 1 "${FAIRPRUNE_MLFLOW_WAIT_S:-180}"); do  # a loaded head can take minutes
     if curl -sf "http://$ip:$port/health" > /dev/null; then
         echo "MLflow tracking server: http://$ip:$port (private address)"
         exit 0

@@ -179,7 +179,7 @@ def test_start_mlflow_restarts_its_own_server_and_no_other(tmp_path):
     pids = []
     try:
         for _ in range(2):
-            subprocess.run(["bash", str(script)], env=env, check=True, timeout=120, capture_output=True)
+            subprocess.run(["bash", str(script)], env=env, check=True, timeout=240, capture_output=True)
             pids.append(int((tmp_path / "mlflow" / "server.pid").read_text()))
         time.sleep(1)
         assert decoy.poll() is None, "the script stopped a process it did not start"
