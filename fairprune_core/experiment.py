@@ -38,11 +38,13 @@ __all__ = [
     "Problem",
     "build_problem",
     "curvature_data",
+    "group_params",
     "resolve_privileged",
     "training_setup",
 ]
 
 STEP_METRICS = ("ratio", "val_avg_f1", "val_eopp1", "val_eodd", "val_eopp0")  # logged per pruning step
+CURVE_PREFIX = "curve/"  # per-step metrics are logged as curve/<name>: never mixed with the final values
 SPLITS = ("val", "test")
 
 
@@ -191,6 +193,18 @@ class MethodRecord:
         return self.vs_vanilla.get(split, {}).get(metric)
 
     @property
+    def final_step(self) -> int:
+        """The pruning step the model is at (0 for a method that does not prune)."""
+        return int(self.output.history[-1]["step"]) if self.output.history else 0
+
+    @property
+    def predicts_like_vanilla(self) -> bool:
+        """Its predictions equal the vanilla model's on every split evaluated (vanilla: trivially)."""
+        if self.method == "vanilla":
+            return True
+        return bool(self.vs_vanilla) and all(d["eopp1"]["identical"] for d in self.vs_vanilla.values())
+
+    @property
     def collapsed(self) -> bool:
         """Collapsed on validation (where selection happens): never to be called fairer."""
         s = self.sanity.get("val")
@@ -316,7 +330,8 @@ class Experiment:
             user_step = context.pop("on_step", None)
 
             def on_step(row: dict[str, float]) -> None:
-                self.tracker.log_metrics({k: row[k] for k in STEP_METRICS if k in row}, step=int(row["step"]))
+                curve = {f"{CURVE_PREFIX}{k}": row[k] for k in STEP_METRICS if k in row}
+                self.tracker.log_metrics(curve, step=int(row["step"]))
                 if user_step is not None:
                     user_step(row)
 
@@ -324,7 +339,7 @@ class Experiment:
             output = method.run(self.context(on_step=on_step, **context))
             record = self.evaluate(method, output, time.perf_counter() - t0)
             record.run_id = run_id
-            self._track(record, tags)
+            self._track(record, run_name or method.name, tags)
             if finish is not None:
                 finish(record)
         return record
@@ -332,9 +347,12 @@ class Experiment:
     def run(self, methods: Sequence[Method], **kwargs: Any) -> list[MethodRecord]:
         return [self.run_method(m, **kwargs) for m in methods]
 
-    def _track(self, record: MethodRecord, tags: Mapping[str, str]) -> None:
+    def _track(self, record: MethodRecord, name: str, tags: Mapping[str, str]) -> None:
+        """Final metrics, the model (named ``name``) and its tags. Everything is logged at the
+        model's pruning step, where MLflow's model page reads a run's metrics: once per name."""
         if not self.tracker.enabled:
             return
+        step = record.final_step
         metrics = {**record.flat(), "achieved_ratio": record.achieved_ratio, "pruning_seconds": record.seconds}
         delta = record.delta("val", "eopp1")
         if delta is not None:
@@ -343,17 +361,30 @@ class Experiment:
                 val_eopp1_delta_ci_low=delta["low"],
                 val_eopp1_delta_ci_high=delta["high"],
             )
-        self.tracker.log_metrics(metrics)
-        logged = self.tracker.log_model(record.output.model, record.output.masks, tags=tags)
+        self.tracker.log_params(group_params(self.problem))
+        self.tracker.log_metrics(metrics, step=step)
+        logged = self.tracker.log_model(record.output.model, record.output.masks, name=name, tags=tags, step=step)
         record.model_id, record.model_uri, record.model_bytes = logged.model_id, logged.model_uri, logged.bytes
         # the in-memory model's validation logits, to check that the logged model predicts the same
         self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
-        self.tracker.log_metrics({"model_bytes": logged.bytes})
+        self.tracker.log_metrics({"model_bytes": logged.bytes}, step=step)
         self.tracker.set_tags(
             {
                 "model_uri": logged.model_uri,
                 "model_id": logged.model_id,
                 "collapsed": str(record.collapsed).lower(),
+                "predicts_like_vanilla": str(record.predicts_like_vanilla).lower(),
                 "interval_method": "BCa",
             }
         )
+
+
+def group_params(problem: Problem) -> dict[str, str]:
+    """What ``g0``/``g1`` in metric names stand for (logged on every run): ``group_g0 = light``..."""
+    names = problem.group_names
+    return {
+        "group_g0": names[0],
+        "group_g1": names[1],
+        "privileged_group": names[problem.privileged],
+        "unprivileged_group": names[1 - problem.privileged],
+    }

@@ -9,11 +9,18 @@ serialization_format="pickle")`` write, and loading rebuilds the dense model, so
 
 Bytes for a prunable tensor of ``n`` weights with ``k`` kept: ``4 k + n / 8`` (float32) instead
 of ``4 n``.
+
+The same packed form is also written as safetensors (:func:`save_safetensors`): tensors plus a
+JSON header, read back by :func:`load_safetensors` without unpickling anything, for users who
+run with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` or will not unpickle a file they did not
+write.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +28,10 @@ import torch
 
 from .model import VGG, ModelConfig
 
-__all__ = ["PrunedVGG", "pack_pruned", "to_pruned_module"]
+__all__ = ["SAFETENSORS_FILE", "PrunedVGG", "load_safetensors", "pack_pruned", "save_safetensors", "to_pruned_module"]
+
+SAFETENSORS_FILE = "pruned_model.safetensors"
+_FORMAT = "fairprune-pruned-vgg/1"
 
 
 class PrunedVGG(VGG):
@@ -76,3 +86,42 @@ def to_pruned_module(model: VGG, masks: Mapping[str, torch.Tensor]) -> PrunedVGG
         if (params[name].detach()[~mask.bool()] != 0).any():
             raise ValueError(f"{name}: weights outside its mask are not zero; apply the masks first")
     return _unpack_pruned(model.config.to_dict(), pack_pruned(model, masks), model.training)
+
+
+def save_safetensors(model: VGG, masks: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Write ``model`` with ``masks`` as safetensors: ``<name>.bits``/``<name>.values`` for masked
+    tensors, ``<name>.dense`` otherwise; the model config and shapes in the JSON header."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for name, entry in pack_pruned(model, masks).items():
+        if "dense" in entry:
+            tensors[f"{name}.dense"] = entry["dense"].contiguous()
+        else:
+            tensors[f"{name}.bits"], tensors[f"{name}.values"] = entry["bits"], entry["values"].contiguous()
+            shapes[name] = list(entry["shape"])
+    meta = {"format": _FORMAT, "config": json.dumps(model.config.to_dict()), "shapes": json.dumps(shapes)}
+    save_file(tensors, str(path), metadata=meta)
+    return Path(path)
+
+
+def load_safetensors(path: str | Path) -> PrunedVGG:
+    """The :class:`PrunedVGG` :func:`save_safetensors` wrote (nothing unpickled, no code run)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != _FORMAT:
+            raise ValueError(
+                f"{path}: not a FairPrune pruned model (format {meta.get('format')!r}, expected {_FORMAT!r})"
+            )
+        shapes = json.loads(meta["shapes"])
+        packed: dict[str, dict[str, Any]] = {}
+        for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
+            name, kind = key.rsplit(".", 1)
+            entry = packed.setdefault(name, {})
+            entry[kind] = f.get_tensor(key)
+            if kind == "bits":
+                entry["shape"] = tuple(shapes[name])
+    return _unpack_pruned(json.loads(meta["config"]), packed).eval()

@@ -132,17 +132,13 @@ def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
 
 
 def _print_outcome(outcome: Any) -> None:
-    from fairprune_core.sweep.table import format_front
+    from fairprune_core.sweep.table import format_front, front_counts
 
     print()
     print(format_front(outcome.front, outcome.baselines))
-    feasible = int(outcome.trials["feasible"].sum()) if len(outcome.trials) else 0
+    print(f"\n{front_counts(outcome.trials)}; wall time {outcome.wall_s:.0f}s")
     print(
-        f"\n{len(outcome.trials)} trials finished, {feasible} feasible, {len(outcome.front)} Pareto-optimal; "
-        f"wall time {outcome.wall_s:.0f}s"
-    )
-    print(
-        f"front plot: {outcome.directory / 'pareto_front.png'} (and .html); "
+        f"front plot: {outcome.directory / 'pareto_front.png'} (and .svg, .html); "
         f"tables and plots are also on the MLflow parent run {outcome.parent_run_id}"
     )
     print("\nBrowse it in MLflow:")
@@ -151,9 +147,14 @@ def _print_outcome(outcome: Any) -> None:
     else:
         print(f"  mlflow ui --backend-store-uri {outcome.tracking_uri}   # then open http://127.0.0.1:5000")
     print("  filter the runs with:  tags.pareto_optimal = 'true'")
-    print("  chart view: x = metrics.val_eopp1, y = metrics.val_avg_f1")
-    if len(outcome.front):
-        print(f"  load a model:  mlflow.pytorch.load_model('{outcome.front.iloc[0]['model_uri']}')")
+    if outcome.aliases:
+        picks = ", ".join(f"@{alias} = trial {n}" for alias, n in outcome.aliases.items())
+        print(f"  registered model {outcome.registry}: {picks}")
+        print("  load one (from anywhere):")
+        print("    import mlflow")
+        print(f"    mlflow.set_tracking_uri({outcome.tracking_uri!r})")
+        print(f"    model = mlflow.pytorch.load_model('models:/{outcome.registry}@knee')")
+        print("    # without unpickling: fairprune_core.tracking.load_pruned_model(same URI)")
 
 
 def main(argv: list[str] | None = None) -> int:

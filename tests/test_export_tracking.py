@@ -30,7 +30,7 @@ def test_logged_model_loads_and_predicts_exactly_and_grows_with_kept_weights(tmp
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     exp = mlflow.create_experiment("export", artifact_location=(tmp_path / "art").as_uri())
     x = torch.randn(6, 3, 32, 32)
-    sizes = {}
+    sizes, expected = {}, {}
     for keep in (0.9, 0.3):
         model, masks = _pruned(keep)
         with mlflow.start_run(experiment_id=exp):
@@ -40,8 +40,42 @@ def test_logged_model_loads_and_predicts_exactly_and_grows_with_kept_weights(tmp
         for name, mask in masks.items():
             assert (loaded.get_parameter(name)[~mask] == 0).all()
         sizes[keep] = logged_model_bytes(info.model_id)
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        dense_rest = sum(p.numel() * 4 for n, p in model.named_parameters() if n not in masks)
+        expected[keep] = 2 * (4 * kept + total / 8 + dense_rest)  # two sparse copies: pickle and safetensors
     dense = sum(p.numel() * 4 for p in model.parameters())
-    assert sizes[0.3] < 0.45 * dense < sizes[0.9]  # ~4 bytes per kept weight + 1 bit per weight
+    assert sizes[0.3] < 0.9 * dense < sizes[0.9]
+    for keep in sizes:  # within the metadata's few tens of KB
+        assert expected[keep] < sizes[keep] < expected[keep] + 60_000, (keep, sizes[keep], expected[keep])
+
+
+def test_logged_model_loads_from_safetensors_with_pickle_disallowed(tmp_path, monkeypatch):
+    from fairprune_core.tracking import load_pruned_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlflow.create_experiment("safe", artifact_location=(tmp_path / "art").as_uri())
+    model, masks = _pruned(0.4, seed=3)
+    with mlflow.start_run(experiment_id=exp):
+        info = log_pruned_model(model, masks, name="trial-007")
+    assert mlflow.get_logged_model(info.model_id).name == "trial-007"
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pickle"):
+        mlflow.pytorch.load_model(info.model_uri)  # MLflow's own loader refuses: it would unpickle
+    loaded = load_pruned_model(info.model_uri)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+    assert set(loaded.masks) == set(masks) and all(torch.equal(loaded.masks[n], masks[n]) for n in masks)
+
+
+def test_a_safetensors_file_of_another_kind_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from fairprune_core.export import load_safetensors
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "someone-else"})
+    with pytest.raises(ValueError, match="not a FairPrune pruned model"):
+        load_safetensors(tmp_path / "other.safetensors")
 
 
 def _free_port() -> int:

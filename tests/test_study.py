@@ -40,8 +40,26 @@ def test_told_trials_carry_objectives_constraint_and_run_id(tmp_path):
     assert t.values == [0.8, 0.1]
     assert t.user_attrs["mlflow_run_id"] == "abc" and study.completed_run_ids() == {"abc"}
     constraints = t.constraints.values() if isinstance(t.constraints, dict) else t.constraints
-    assert list(constraints) == [pytest.approx(0.05)]  # > 0: infeasible, as the samplers read it
+    assert list(constraints) == [pytest.approx(0.05), 0.0]  # > 0: infeasible, as the samplers read it
+    assert t.user_attrs["feasible"] is False and t.user_attrs["collapsed"] is False
     assert study.study.metric_names == list(OBJECTIVES)
+
+
+def test_a_collapsed_trial_is_infeasible_for_the_sampler_and_for_optuna_dashboard(tmp_path):
+    from optuna.study._constrained_optimization import _get_feasible_trials
+    from optuna_dashboard._serializer import serialize_frozen_trial
+
+    study = _study(tmp_path)
+    ok, _ = study.ask()
+    study.tell(ok, f1=0.9, eopp1=0.1, floor=0.85)
+    flat, _ = study.ask()
+    study.tell(flat, f1=0.9, eopp1=0.0, floor=0.85, collapsed=True)  # above the floor, but one class
+    trials = study.study.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.number for t in _get_feasible_trials(trials)] == [ok]  # what Optuna's samplers use
+    # what optuna-dashboard serves for each trial (its own serializer, on the journal's trials)
+    served = {t.number: serialize_frozen_trial(0, t, {})["constraints"] for t in trials}
+    assert served[ok] == [pytest.approx(-0.05), 0.0] and served[flat] == [pytest.approx(-0.05), 1.0]
+    assert [t.user_attrs["feasible"] for t in trials] == [True, False]
 
 
 def test_interrupted_trials_run_again_and_do_not_use_budget_errors_do(tmp_path):

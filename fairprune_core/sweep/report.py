@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..checkpoint import load_checkpoint
@@ -35,7 +34,7 @@ from ..methods.base import MethodOutput
 from ..report import paper_table, significance_lines
 from ..stats import INTERVAL_METHOD
 from ..tracking import MlflowTracker
-from .front import front_of, trials_frame
+from .front import front_of, knee, trials_frame
 from .runner import initial_curvature
 from .state import SweepState
 
@@ -48,20 +47,6 @@ class ReportConfig:
     curve_beta: float = 0.2  # Fig. 2(b, c)
     curve_step: float = 0.1
     curve_max: float = 0.8
-
-
-def knee(front: pd.DataFrame) -> pd.Series | None:
-    """The front point nearest the ideal (max F1, min Eopp1), both scaled to [0, 1] over the front."""
-    if front.empty:
-        return None
-    f, e = front["val_avg_f1"].to_numpy(float), front["val_eopp1"].to_numpy(float)
-
-    def scaled(v: np.ndarray) -> np.ndarray:
-        span = v.max() - v.min()
-        return (v - v.min()) / span if span > 0 else np.zeros_like(v)
-
-    dist = np.hypot(1 - scaled(f), scaled(e))
-    return front.iloc[int(np.argmin(dist))]
 
 
 def select_points(trials: pd.DataFrame, vanilla_val_eopp1: float) -> dict[str, pd.Series]:

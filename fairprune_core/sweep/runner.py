@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..experiment import Experiment, Problem, build_problem, training_setup
 from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..tracking import MlflowTracker, Tracker
-from .front import front_of, front_summary, trials_frame
+from .front import front_of, front_picks, front_summary, front_tags, trials_frame
 from .lock import sweep_lock
 from .state import SweepState
 from .study import SweepStudy
@@ -50,6 +50,8 @@ class SweepOutcome:
     baselines: dict[str, dict[str, float]]  # method -> flat val/test metrics
     interrupted: bool
     wall_s: float
+    registry: str = ""  # the registered model holding the front's models
+    aliases: dict[str, int] = field(default_factory=dict)  # registry alias -> trial number
 
 
 def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
@@ -184,25 +186,64 @@ def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initia
     )
 
 
-def _publish_front(tracker: Tracker, state: SweepState, directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recompute the front from every finished trial run, tag runs and models, log tables and plots."""
-    from ..plots import front_html, front_png
+def _publish_front(
+    tracker: Tracker, state: SweepState, directory: Path, registry: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Recompute the front from every finished trial run; tag runs and models; register the
+    front's models under ``registry`` with the picks' aliases; log tables and figures. Returns
+    (trials, front, alias -> trial number)."""
+    from ..plots import front_figure, front_html
 
     trials = trials_frame(tracker.finished_runs(state.sweep_id, method="fairprune"), state.f1_floor_abs)
     if trials.empty:
-        return trials, trials
-    model_ids = trials["model_id"] if "model_id" in trials else [None] * len(trials)
-    tracker.set_pareto_tags(
-        dict(zip(trials["run_id"], trials["pareto_optimal"], strict=True)),
-        dict(zip(trials["run_id"], model_ids, strict=True)),
-    )
+        return trials, trials, {}
+    model_ids = dict(zip(trials["run_id"], trials.get("model_id", pd.Series(None, index=trials.index)), strict=True))
+    tracker.set_front_tags(front_tags(trials), model_ids)
     front = front_of(trials)
+    picks = front_picks(front)
+    aliases = _register(tracker, registry, state, front, picks)
     tracker.log_frame(front, "pareto_front")
     tracker.log_frame(trials, "trials")
-    for draw, name in ((front_png, "pareto_front.png"), (front_html, "pareto_front.html")):
-        tracker.log_file(draw(trials, state.baselines, state.f1_floor_abs, directory / name))
+    for path in front_figure(trials, state.baselines, state.f1_floor_abs, directory / "pareto_front"):
+        tracker.log_file(path)
+    link = _run_link(state)
+    tracker.log_file(front_html(trials, state.baselines, state.f1_floor_abs, directory / "pareto_front.html", link))
     tracker.log_metrics(front_summary(trials, state.f1_floor_abs))
-    return trials, front
+    return trials, front, aliases
+
+
+def _register(
+    tracker: Tracker, registry: str, state: SweepState, front: pd.DataFrame, picks: dict[str, pd.Series]
+) -> dict[str, int]:
+    """The front's models as versions of ``registry``, the picks as its aliases (alias -> trial)."""
+    if "model_id" not in front or front["model_id"].isna().any():
+        return {}
+    members = {}
+    for _, r in front.iterrows():
+        why = [alias for alias, p in picks.items() if p["trial"] == r["trial"]]
+        members[r["model_id"]] = {
+            "sweep_id": state.sweep_id,
+            "trial": f"trial-{int(r['trial']):03d}",
+            "val_avg_f1": f"{r['val_avg_f1']:.4f}",
+            "val_eopp1": f"{r['val_eopp1']:.4f}",
+            "predicts_like_vanilla": str(r.get("predicts_like_vanilla", "false")),
+            "description": (
+                f"trial-{int(r['trial']):03d} of sweep {state.sweep_id}: beta {r['beta']:.3f}, "
+                f"{r['achieved_ratio']:.1%} pruned; val F1 {r['val_avg_f1']:.4f} "
+                f"[{r['val_avg_f1_ci_low']:.3f}, {r['val_avg_f1_ci_high']:.3f}], val Eopp1 {r['val_eopp1']:.4f} "
+                f"[{r['val_eopp1_ci_low']:.3f}, {r['val_eopp1_ci_high']:.3f}]; Eopp1 change vs vanilla: "
+                f"{r.get('eopp1_change_vs_vanilla', '')}" + (f"; alias {', '.join(why)}" if why else "")
+            ),
+        }
+    tracker.register_front(registry, members, {alias: p["model_id"] for alias, p in picks.items()})
+    return {alias: int(p["trial"]) for alias, p in picks.items()}
+
+
+def _run_link(state: SweepState) -> Callable[[str], str]:
+    """run id -> its page in the MLflow UI (the tracking server, else `mlflow ui`'s default address)."""
+    uri = state.tracking_uri
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return lambda run_id: f"{base}/#/experiments/{state.experiment_id}/runs/{run_id}"
 
 
 def _new_state(
@@ -297,7 +338,7 @@ def _run_locked(
             )
             ctx = _trial_context(cfg, state, problem, initial)
             interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
-        trials, front = _publish_front(tracker, state, cfg.directory)
+        trials, front, aliases = _publish_front(tracker, state, cfg.directory, experiment_name)
     if interrupted:
         tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed
     return SweepOutcome(
@@ -310,4 +351,6 @@ def _run_locked(
         state.baselines,
         interrupted,
         time.monotonic() - t_start,
+        experiment_name,
+        aliases,
     )

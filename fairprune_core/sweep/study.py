@@ -2,8 +2,9 @@
 
 Everything Optuna lives here, through its public ask/tell API. The study is kept in a
 journal file (safe with parallel writers, readable by optuna-dashboard). Objectives:
-validation F1 (maximised) and validation Eopp1 (minimised); a trial's constraint is
-``floor - F1`` (<= 0 feasible), set with ``Trial.set_constraint`` where Optuna has it.
+validation F1 (maximised) and validation Eopp1 (minimised); a trial's constraints are
+``floor - F1`` and 1 for a collapsed model (0 otherwise); <= 0 is feasible. They are stored as
+the trial's ``constraints`` list, which Optuna 5's samplers and optuna-dashboard both read.
 
 Bookkeeping of interrupted trials uses only public calls: a trial whose run never reported its
 final objectives is told FAIL and its settings are enqueued again with the user attribute
@@ -35,7 +36,7 @@ def make_sampler(kind: str, *, seed: int, num_trials: int, constrained: bool = T
     """An Optuna sampler for the 2-objective search, with the F1-floor constraint where supported."""
     import optuna
 
-    # Optuna >= 5 reads constraints that trials set (Trial.set_constraint); older needs constraints_func
+    # Optuna >= 5 reads the constraints stored on trials (set_constraints); older needs constraints_func
     cons = _constraints if constrained and not hasattr(optuna.trial.Trial, "set_constraint") else None
     startup = max(4, min(10, num_trials // 3))
     if kind == "nsga2":
@@ -53,11 +54,12 @@ def make_sampler(kind: str, *, seed: int, num_trials: int, constrained: bool = T
     raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def set_constraint(trial: Any, value: float) -> None:
-    """Record ``floor - F1`` on an asked trial, where this Optuna's samplers read it."""
-    if hasattr(trial, "set_constraint"):  # Optuna >= 5
-        trial.set_constraint("f1_floor", value)
-    trial.set_user_attr("constraint", [value])  # older Optuna: read by constraints_func
+def set_constraints(storage: Any, trial: Any, values: list[float]) -> None:
+    """Record a told trial's constraints where this Optuna's samplers and optuna-dashboard read them."""
+    trial.set_user_attr("constraint", list(values))  # Optuna < 5: read by constraints_func
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5 reads the system attribute "constraints" too
+        # the list form (not Trial.set_constraint's named keys): optuna-dashboard 0.21 reads only it
+        storage.set_trial_system_attr(trial._trial_id, "constraints", list(values))
 
 
 def _grid_sampler() -> type:
@@ -182,11 +184,24 @@ class SweepStudy:
         self._asked[trial.number] = trial
         return trial.number, {k: float(trial.params[k]) for k in PARAMS}
 
-    def tell(self, number: int, *, f1: float, eopp1: float, floor: float, run_id: str = "") -> None:
-        """A finished trial's objectives and its F1-floor constraint."""
+    def tell(
+        self,
+        number: int,
+        *,
+        f1: float,
+        eopp1: float,
+        floor: float,
+        run_id: str = "",
+        feasible: bool | None = None,
+        collapsed: bool = False,
+    ) -> None:
+        """A finished trial's objectives and constraints (F1 floor, collapse: read by the sampler and
+        by optuna-dashboard); its feasibility, collapse and run id as user attributes."""
         trial = self._asked.pop(number)
-        set_constraint(trial, floor - f1)
+        set_constraints(self.storage, trial, [floor - f1, 1.0 if collapsed else 0.0])
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("feasible", bool(f1 >= floor and not collapsed) if feasible is None else bool(feasible))
+        trial.set_user_attr("collapsed", bool(collapsed))
         self._tell(trial, [f1, eopp1])
 
     def _tell(self, trial: Any, values: list[float] | None = None, **kwargs: Any) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..methods import method_label
 
-__all__ = ["PROGRESS_HEADER", "format_front", "progress_row", "trial_status"]
+__all__ = ["PROGRESS_HEADER", "format_front", "front_counts", "progress_row", "trial_status"]
 
 PROGRESS_HEADER = f"{'trial':>5} {'beta':>6} {'step':>6} {'final':>6} {'val F1':>7} {'val Eopp1':>9}  status"
 
@@ -39,6 +39,11 @@ def _interval(m: Mapping[str, Any], key: str) -> str:
     return f"{m[key]:7.4f} [{m[f'{key}_ci_low']:.3f}, {m[f'{key}_ci_high']:.3f}]"
 
 
+def _ties(r: Mapping[str, Any]) -> str:
+    ties = int(r.get("ties", 1) or 1)
+    return f" (+{ties - 1} tied trials)" if ties > 1 else ""
+
+
 def format_front(front: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]]) -> str:
     """The Pareto table, with every baseline the sweep logged, as printed at the end of a sweep."""
     lines = [
@@ -54,6 +59,20 @@ def format_front(front: pd.DataFrame, baselines: Mapping[str, Mapping[str, float
         lines.append(
             f"{'trial ' + str(r['trial']):>11} {r['beta']:6.3f} {r['step_ratio']:6.3f} {r['final_ratio']:6.3f} "
             f"{_interval(r, 'val_avg_f1')} {_interval(r, 'val_eopp1')} "
-            f"{r['test_avg_f1']:8.4f} {r['test_eopp1']:10.4f}  {r.get('eopp1_change_vs_vanilla', '')}"
+            f"{r['test_avg_f1']:8.4f} {r['test_eopp1']:10.4f}  {r.get('eopp1_change_vs_vanilla', '')}{_ties(r)}"
         )
     return "\n".join(lines)
+
+
+def front_counts(trials: pd.DataFrame) -> str:
+    """``30 trials finished, 15 feasible, 3 Pareto-optimal points (14 trials; 11 tied, tagged
+    pareto_duplicate)``: the summary line printed under the front."""
+    if trials.empty:
+        return "0 trials finished"
+    feasible = int(trials["feasible"].sum())
+    on_front = int(trials["pareto_optimal"].sum())
+    duplicates = int(trials["pareto_duplicate"].sum()) if "pareto_duplicate" in trials else 0
+    line = f"{len(trials)} trials finished, {feasible} feasible, {on_front - duplicates} Pareto-optimal points"
+    if duplicates:
+        line += f" ({on_front} trials; {duplicates} tied, tagged pareto_duplicate)"
+    return line

@@ -202,7 +202,6 @@ def run_trial(
         params={
             "step_ratio_suggested": settings.step_ratio,
             "estimator": p.curvature.estimator,
-            "privileged_group": p.group_names[p.privileged],
         },
         finish=finish,
         initial_curvature=ctx.initial,

@@ -51,6 +51,8 @@ class StudySearcher(Searcher):
                 eopp1=float(result["val_eopp1"]),
                 floor=self.floor,
                 run_id=str(result.get("mlflow_run_id", "")),
+                feasible=bool(result.get("feasible", False)),
+                collapsed=bool(result.get("collapsed", False)),
             )
         else:  # an error counts against the budget; a trial stopped before its final report runs again
             self.study.tell_failed(number, interrupted=not error)

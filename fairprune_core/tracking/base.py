@@ -39,7 +39,12 @@ class Tracker(Protocol):
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
-    def log_model(self, model: Any, masks: Mapping[str, Any] | None, *, tags: Mapping[str, str]) -> LoggedModel: ...
+    def log_model(
+        self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
+    ) -> LoggedModel:
+        """Log ``model`` named ``name`` (its run's name) at pruning step ``step``."""
+        ...
+
     def load_model(self, model_uri: str) -> tuple[Any, Mapping[str, Any] | None]: ...
     def log_dict(self, obj: Any, artifact_file: str) -> None: ...
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None: ...
@@ -50,7 +55,10 @@ class Tracker(Protocol):
         self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
     ) -> tuple[int, int]: ...
     def mark_killed(self, run_id: str) -> None: ...
-    def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None: ...
+    def set_front_tags(self, tags: Mapping[str, Mapping[str, str]], model_ids: Mapping[str, str | None]) -> None: ...
+    def register_front(
+        self, registry: str, members: Mapping[str, Mapping[str, str]], aliases: Mapping[str, str]
+    ) -> dict[str, str]: ...
 
 
 class NullTracker:
@@ -71,7 +79,9 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
-    def log_model(self, model: Any, masks: Mapping[str, Any] | None, *, tags: Mapping[str, str]) -> LoggedModel:
+    def log_model(
+        self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
+    ) -> LoggedModel:
         return LoggedModel("", "", -1)
 
     def load_model(self, model_uri: str) -> tuple[Any, Mapping[str, Any] | None]:
@@ -102,5 +112,10 @@ class NullTracker:
     def mark_killed(self, run_id: str) -> None:
         pass
 
-    def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
+    def set_front_tags(self, tags: Mapping[str, Mapping[str, str]], model_ids: Mapping[str, str | None]) -> None:
         pass
+
+    def register_front(
+        self, registry: str, members: Mapping[str, Mapping[str, str]], aliases: Mapping[str, str]
+    ) -> dict[str, str]:
+        return {}

@@ -28,6 +28,7 @@ __all__ = [
     "check_tracking_uri",
     "experiment_id",
     "is_remote",
+    "load_pruned_model",
     "log_pruned_model",
     "logged_model_bytes",
     "resolve_tracking_uri",
@@ -104,25 +105,55 @@ def log_pruned_model(
     *,
     name: str = "model",
     tags: Mapping[str, str] | None = None,
+    step: int = 0,
 ) -> Any:
-    """Log a (pruned) model to the active run as an MLflow PyTorch model; returns its ModelInfo.
+    """Log a (pruned) model to the active run as an MLflow PyTorch model named ``name``; returns its
+    ModelInfo.
 
-    Pruned models are stored sparsely (:mod:`fairprune_core.export`); ``mlflow.pytorch.load_model``
-    on the returned ``model_uri`` gives a module that predicts exactly like ``model``.
+    Pruned models are stored sparsely (:mod:`fairprune_core.export`), twice: as the PyTorch flavour
+    (``mlflow.pytorch.load_model`` gives a module that predicts exactly like ``model``; it
+    unpickles) and as ``extra_files/pruned_model.safetensors`` (:func:`load_pruned_model`, nothing
+    unpickled). ``step`` is the pruning step the model is at: the model's page in MLflow shows the
+    run's metrics at that step, so the final metrics must be logged there too.
     """
     import mlflow
 
-    from ..export import to_pruned_module
+    from ..export import SAFETENSORS_FILE, save_safetensors, to_pruned_module
 
     module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
-    return mlflow.pytorch.log_model(
-        module,
-        name=name,
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "fairprune"],
-        tags=dict(tags or {}),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = save_safetensors(module, module.masks, Path(tmp) / SAFETENSORS_FILE)
+        return mlflow.pytorch.log_model(
+            module,
+            name=name,
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "fairprune"],
+            extra_files=[str(weights)],
+            tags=dict(tags or {}),
+            step=step,
+        )
+
+
+def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """A logged model (``models:/m-...``, ``models:/fairprune-<dataset>@best-f1``, ...) from its
+    safetensors file: nothing is unpickled, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
+    false. Returns the :class:`~fairprune_core.export.PrunedVGG` (``.masks``: its pruning masks)."""
+    import mlflow
+
+    from ..export import SAFETENSORS_FILE, load_safetensors
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        path = local / "extra_files" / SAFETENSORS_FILE
+        if not path.is_file():
+            raise TrackingError(
+                f"{model_uri} has no {SAFETENSORS_FILE} (logged by an older FairPrune?); load it with "
+                f"mlflow.pytorch.load_model, which unpickles"
+            )
+        return load_safetensors(path)
 
 
 def logged_model_bytes(model_id: str) -> int:
@@ -219,8 +250,10 @@ class MlflowTracker:
 
         mlflow.set_tags(dict(tags))
 
-    def log_model(self, model: Any, masks: Mapping[str, Any] | None, *, tags: Mapping[str, str]) -> LoggedModel:
-        info = log_pruned_model(model, masks, tags={**tags, "pareto_optimal": "false"})
+    def log_model(
+        self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
+    ) -> LoggedModel:
+        info = log_pruned_model(model, masks, name=name, tags={**tags, "pareto_optimal": "false"}, step=step)
         try:
             size = logged_model_bytes(info.model_id)
         except Exception:  # an artifact store that cannot list sizes: report unknown, do not fail the run
@@ -228,13 +261,9 @@ class MlflowTracker:
         return LoggedModel(info.model_id, info.model_uri, size)
 
     def load_model(self, model_uri: str) -> tuple[Any, dict[str, Any] | None]:
-        """A logged model and its masks (None when it is dense)."""
-        import mlflow
-
-        mlflow.set_tracking_uri(self.uri)
-        model = mlflow.pytorch.load_model(model_uri).eval()
-        masks = getattr(model, "masks", None) or None
-        return model, masks
+        """A logged model and its masks (None when it is dense), from safetensors (no unpickling)."""
+        model = load_pruned_model(model_uri, self.uri)
+        return model, model.masks or None
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         import mlflow
@@ -310,14 +339,44 @@ class MlflowTracker:
         """End a run as KILLED (an interrupted sweep's parent: visibly unfinished until resumed)."""
         self._client().set_terminated(run_id, status="KILLED")
 
-    def set_pareto_tags(self, flags: Mapping[str, bool], model_ids: Mapping[str, str | None]) -> None:
-        """Tag runs (and their logged models) ``pareto_optimal`` = "true"/"false"."""
+    def set_front_tags(self, tags: Mapping[str, Mapping[str, str]], model_ids: Mapping[str, str | None]) -> None:
+        """Set ``tags[run_id]`` (``pareto_optimal``, ``pareto_duplicate``, ...) on each run and its model."""
         import mlflow
 
         client = self._client()
-        for run_id, flag in flags.items():
-            value = "true" if flag else "false"
-            client.set_tag(run_id, "pareto_optimal", value)
+        for run_id, run_tags in tags.items():
+            for key, value in run_tags.items():
+                client.set_tag(run_id, key, value)
             model_id = model_ids.get(run_id)
             if model_id:
-                mlflow.set_logged_model_tags(model_id, {"pareto_optimal": value})
+                mlflow.set_logged_model_tags(model_id, dict(run_tags))
+
+    def register_front(
+        self, registry: str, members: Mapping[str, Mapping[str, str]], aliases: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Register each front model (``members``: model id -> version tags, ``description`` among
+        them) as a version of the registered model ``registry``, once: a model registered before
+        (a resumed sweep) keeps its version. Then point each alias (alias -> model id) at its
+        version. Returns model id -> version."""
+        import mlflow
+
+        client = self._client()
+        known = {}
+        if client.search_registered_models(filter_string=f"name = '{registry}'"):
+            known = {v.tags.get("model_id"): v.version for v in client.search_model_versions(f"name = '{registry}'")}
+        versions: dict[str, str] = {}
+        for model_id, tags in members.items():
+            tags = {k: v for k, v in tags.items() if k != "description"}
+            if model_id in known:
+                versions[model_id] = str(known[model_id])
+                for key, value in tags.items():
+                    client.set_model_version_tag(registry, known[model_id], key, value)
+                continue
+            version = mlflow.register_model(f"models:/{model_id}", registry, tags={**tags, "model_id": model_id})
+            versions[model_id] = str(version.version)
+        for model_id, tags in members.items():
+            if tags.get("description"):
+                client.update_model_version(registry, versions[model_id], description=tags["description"])
+        for alias, model_id in aliases.items():
+            client.set_registered_model_alias(registry, alias, versions[model_id])
+        return versions
