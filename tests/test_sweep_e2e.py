@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -108,12 +109,28 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cache_dir):
+@dataclass
+class Swept:
+    """What the module's sweep left: its folder, store and what it printed."""
+
+    uri: str
+    storage: Path
+    tmp: Path
+    env: dict[str, str]
+    first: str  # stdout of the first, complete run
+    interrupted: str  # output of the run stopped by Ctrl-C
+    returncode_interrupted: int
+    parent_status_interrupted: str
+    last: str  # stdout of the final resume
+
+
+@pytest.fixture(scope="module")
+def swept(mlflow_server, tmp_path_factory, cache_dir) -> Swept:
+    """A 3-trial sweep (curvature workers in the trial's placement group, every baseline), resumed
+    to 6 trials and stopped by Ctrl-C after the 4th, then resumed to completion."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
     storage = tmp_path / "sweeps"
     env = _env(tmp_path)
-
-    # 1. a complete sweep of 3 trials (the paper's two settings first); curvature workers in the trial's
-    #    placement group for this one
     first = subprocess.run(
         _cmd(
             mlflow_server,
@@ -129,9 +146,6 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         env=env,
     )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "Pareto-optimal" in first.stdout and "tags.pareto_optimal = 'true'" in first.stdout
-
-    # 2. resume to 6 trials, and press Ctrl-C once the first new trial has finished
     proc = subprocess.Popen(
         _cmd(mlflow_server, storage, cache_dir, "--resume", "--trials", "6"),
         stdout=subprocess.PIPE,
@@ -147,15 +161,9 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
-    text = "".join(out) + rest
-    assert proc.returncode == 130, text[-3000:]
-    assert "Resume it with:" in text and "--resume --name e2e" in text
     client = MlflowClient(mlflow_server)
     exp_id = client.get_experiment_by_name("e2e").experiment_id
-    (parent_run,) = client.search_runs([exp_id], "tags.method = 'sweep'")
-    assert parent_run.info.status == "KILLED", "an interrupted sweep's parent run is visibly unfinished"
-
-    # 3. resume again: it completes the 6 trials
+    parents = client.search_runs([exp_id], "tags.method = 'sweep'")
     last = subprocess.run(
         _cmd(mlflow_server, storage, cache_dir, "--resume", "--trials", "6"),
         capture_output=True,
@@ -165,6 +173,26 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         env=env,
     )
     assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+    return Swept(
+        mlflow_server,
+        storage,
+        tmp_path,
+        env,
+        first.stdout,
+        "".join(out) + rest,
+        proc.returncode,
+        parents[0].info.status if len(parents) == 1 else f"{len(parents)} parent runs",
+        last.stdout,
+    )
+
+
+def test_sweep_logs_tags_resumes_without_duplicates(swept):
+    mlflow_server, storage, tmp_path, env = swept.uri, swept.storage, swept.tmp, swept.env
+    assert "Pareto-optimal" in swept.first and "tags.pareto_optimal = 'true'" in swept.first
+    # Ctrl-C: exit 130, the resume command printed, the parent run visibly unfinished
+    assert swept.returncode_interrupted == 130, swept.interrupted[-3000:]
+    assert "Resume it with:" in swept.interrupted and "--resume --name e2e" in swept.interrupted
+    assert swept.parent_status_interrupted == "KILLED", "an interrupted sweep's parent run is visibly unfinished"
 
     # -- what MLflow holds -------------------------------------------------------------------
     client = MlflowClient(mlflow_server)
@@ -193,11 +221,12 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         (0.33, 0.35),
         (0.2, 0.5),
     ]
-    # per-step metrics are there (step = pruning iteration)
-    history = client.get_metric_history(trials[0].info.run_id, "val_eopp1")
+    # per-step curves are there (step = pruning iteration), under their own names
+    history = client.get_metric_history(trials[0].info.run_id, "curve/val_eopp1")
     assert [m.step for m in history][:2] == [0, 1]
 
-    # the pareto tags equal a front recomputed here from the logged validation metrics
+    # the pareto tags equal a front recomputed here from the logged validation metrics: one
+    # representative per distinct point (the sparsest model, then the lowest trial number)
     floor = float(parent.data.params["f1_floor_abs"])
     pts = [
         (
@@ -207,9 +236,21 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         )
         for r in trials
     ]
-    for r, (f, e, ok) in zip(trials, pts, strict=True):
-        dominated = any(ok2 and f2 >= f and e2 <= e and (f2 > f or e2 < e) for f2, e2, ok2 in pts)
-        assert r.data.tags["pareto_optimal"] == str(ok and not dominated).lower(), r.data.tags["optuna_trial"]
+    optimal = [
+        ok and not any(ok2 and f2 >= f and e2 <= e and (f2 > f or e2 < e) for f2, e2, ok2 in pts) for f, e, ok in pts
+    ]
+    points: dict[tuple[float, float], list] = {}
+    for r, (f, e, _), opt in zip(trials, pts, optimal, strict=True):
+        if opt:
+            points.setdefault((f, e), []).append(r)
+    representatives = {
+        min(rs, key=lambda r: (-r.data.metrics["achieved_ratio"], int(r.data.tags["optuna_trial"]))).info.run_id
+        for rs in points.values()
+    }
+    for r in trials:
+        assert r.data.tags["pareto_optimal"] == str(r.info.run_id in representatives).lower()
+        tied = any(r in rs and r.info.run_id not in representatives for rs in points.values())
+        assert r.data.tags["pareto_duplicate"] == str(tied).lower(), r.data.tags["optuna_trial"]
     tagged = [r for r in trials if r.data.tags["pareto_optimal"] == "true"]
     assert tagged, "at least one feasible trial is expected on the smoke-test front"
     assert all(r.data.tags["feasible"] == "true" for r in tagged)
@@ -220,9 +261,36 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     )
     assert {m.source_run_id for m in models} == {r.info.run_id for r in tagged}
 
-    # a tagged model loads and predicts exactly like the in-memory pruned model did
+    # every logged model: named after its run, one value per metric name, the run's final values
+    for r in finished:
+        model = mlflow.get_logged_model(r.data.tags["model_id"])
+        assert model.name == r.info.run_name
+        keys = [m.key for m in model.metrics]
+        assert len(keys) == len(set(keys)), f"{r.info.run_name}: metric names repeat on its model page"
+        on_model = {m.key: m.value for m in model.metrics}
+        for key in ("val_avg_f1", "val_eopp1", "test_avg_f1", "achieved_ratio"):
+            assert on_model[key] == r.data.metrics[key], (r.info.run_name, key)
+        if r.data.tags["method"] == "fairprune":
+            assert on_model["curve/ratio"] == pytest.approx(r.data.metrics["achieved_ratio"])
+        assert r.data.params["group_g0"] and r.data.params["group_g1"]  # what g0/g1 in metric names are
+
+    # the front's models are registered under the experiment's name, the picks as aliases
+    versions = client.search_model_versions("name = 'e2e'")
+    assert {v.tags["model_id"] for v in versions} == {r.data.tags["model_id"] for r in tagged}
+    by_alias = {
+        a: client.get_model_version_by_alias("e2e", a).tags["model_id"] for a in ("best-f1", "fairest-feasible", "knee")
+    }
+    best = max(tagged, key=lambda r: r.data.metrics["val_avg_f1"])
+    fairest = min(tagged, key=lambda r: r.data.metrics["val_eopp1"])
+    assert by_alias["best-f1"] == best.data.tags["model_id"]
+    assert by_alias["fairest-feasible"] == fairest.data.tags["model_id"]
+    assert by_alias["knee"] in {r.data.tags["model_id"] for r in tagged}
+
+    # a tagged model loads and predicts exactly like the in-memory pruned model did: through
+    # MLflow's loader (unpickles) and from its safetensors (with pickle disallowed)
+    from fairprune_core.tracking import load_pruned_model
+
     chosen = tagged[0]
-    model = mlflow.pytorch.load_model(chosen.data.tags["model_uri"])
     logged = np.load(
         mlflow.artifacts.download_artifacts(
             run_id=chosen.info.run_id, artifact_path="predictions/val_logits.npy", dst_path=str(tmp_path / "dl")
@@ -230,11 +298,17 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
     )
     state = json.loads((storage / "e2e" / "sweep.json").read_text())
     val = load_dataset(**state["dataset_spec"]).split("val")
-    with torch.no_grad():
-        logits = model.eval()(to_model_input(torch.from_numpy(val.images))).numpy()
-    np.testing.assert_array_equal(logits, logged)
-    for name, mask in model.masks.items():
-        assert (model.get_parameter(name)[~mask] == 0).all()
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        safe = load_pruned_model(chosen.data.tags["model_uri"], mlflow_server)
+    finally:
+        os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    for model in (mlflow.pytorch.load_model(chosen.data.tags["model_uri"]), safe):
+        with torch.no_grad():
+            logits = model.eval()(to_model_input(val.images)).numpy()  # a split's numpy images as they are
+        np.testing.assert_array_equal(logits, logged)
+        for name, mask in model.masks.items():
+            assert (model.get_parameter(name)[~mask] == 0).all()
 
     # the parent run holds the front as tables and plots
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -242,6 +316,7 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         "pareto_front.parquet",
         "pareto_front.csv",
         "pareto_front.png",
+        "pareto_front.svg",
         "pareto_front.html",
         "config.json",
         "dataset_summary.json",
@@ -283,3 +358,123 @@ def test_sweep_logs_tags_resumes_without_duplicates(mlflow_server, tmp_path, cac
         for r in after
         if r.data.tags.get("pareto_optimal") == "true" and r.data.tags.get("role") == "trial"
     } == {r.info.run_id for r in tagged}
+
+
+def test_the_printed_load_snippet_works_from_another_folder(swept, tmp_path):
+    """The lines the sweep prints under "load one (from anywhere):" run as they are elsewhere."""
+    lines = swept.last.splitlines()
+    start = lines.index("  load one (from anywhere):") + 1
+    snippet = [line.strip() for line in lines[start : start + 3]]
+    assert snippet[0] == "import mlflow" and "set_tracking_uri" in snippet[1] and "@knee" in snippet[2]
+    code = "\n".join([*snippet, "print(type(model).__name__, len(model.masks))"])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=swept.env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == "PrunedVGG"
+    assert not (tmp_path / "mlflow.db").exists(), "the snippet must not create a local store"
+
+
+def test_optuna_dashboard_names_the_objectives_and_marks_infeasible_trials(swept):
+    """optuna-dashboard itself (its server, on the sweep's journal) serves the study."""
+    port = _free_port()
+    journal = swept.storage / "e2e" / "optuna.journal"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "optuna-dashboard"),
+            str(journal),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        detail = _get_json(f"http://127.0.0.1:{port}/api/studies/0", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert detail["objective_names"] == ["val_avg_f1", "val_eopp1"]
+    client = MlflowClient(swept.uri)
+    exp_id = client.get_experiment_by_name("e2e").experiment_id
+    runs = {r.data.tags["optuna_trial"]: r for r in client.search_runs([exp_id], "tags.role = 'trial'")}
+    complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+    assert len(complete) == 6
+    for t in complete:  # feasible in the dashboard (all constraints <= 0) exactly when the sweep says so
+        feasible = all(c <= 0 for c in t["constraints"])
+        assert feasible == (runs[str(t["number"])].data.tags["feasible"] == "true"), t["number"]
+
+
+def _get_json(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no answer from {url}")
+            time.sleep(0.5)
+
+
+def _browser():
+    """Headless Chromium through selenium (Debian: apt-get install chromium chromium-driver)."""
+    import shutil
+
+    binary = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    driver = shutil.which("chromedriver")
+    if not (binary and driver):
+        message = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": .ci/run installs them")
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which(binary)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_the_mlflow_ui_lists_the_front_when_filtered_by_its_tag(swept):
+    """The README's way to browse: the runs page filtered by tags.pareto_optimal = 'true', in a real
+    browser against the real server, lists the front's trial runs and no other trial."""
+    import urllib.parse
+
+    client = MlflowClient(swept.uri)
+    exp_id = client.get_experiment_by_name("e2e").experiment_id
+    trials = client.search_runs([exp_id], "tags.role = 'trial' and attributes.status = 'FINISHED'")
+    expected = {r.info.run_name for r in trials if r.data.tags["pareto_optimal"] == "true"}
+    assert expected
+    browser = _browser()
+    try:
+        query = urllib.parse.quote("tags.pareto_optimal = 'true'")
+        browser.get(f"{swept.uri}/#/experiments/{exp_id}/runs?searchFilter={query}")
+
+        def listed() -> set[str]:
+            links = browser.find_elements("css selector", "[role=row] a[href*='/runs/']")
+            return {a.text for a in links if a.text}
+
+        deadline = time.monotonic() + 90
+        while not listed() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # trials are child runs: the UI lists them under their sweep's row, collapsed; expand it
+        for button in browser.find_elements("css selector", "button[data-component-id*='runnamecellrenderer']"):
+            button.click()
+        while not (expected <= listed()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        shown = listed()
+    finally:
+        browser.quit()
+    assert {n for n in shown if n.startswith("trial-")} == expected, shown

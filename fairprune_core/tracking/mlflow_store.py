@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -122,6 +123,7 @@ def log_pruned_model(
 
     module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
+    name = re.sub(r"[/:.%\"']", "_", name) or "model"  # characters MLflow refuses in a model's name
     with tempfile.TemporaryDirectory() as tmp:
         weights = save_safetensors(module, module.masks, Path(tmp) / SAFETENSORS_FILE)
         return mlflow.pytorch.log_model(
