@@ -272,6 +272,7 @@ def test_sweep_logs_tags_resumes_without_duplicates(swept):
             assert on_model[key] == r.data.metrics[key], (r.info.run_name, key)
         if r.data.tags["method"] == "fairprune":
             assert on_model["curve/ratio"] == pytest.approx(r.data.metrics["achieved_ratio"])
+            assert r.data.tags["mlflow.source.name"].startswith("sweeps/pareto.py")  # not Ray's worker script
         assert r.data.params["group_g0"] and r.data.params["group_g1"]  # what g0/g1 in metric names are
 
     # the front's models are registered under the experiment's name, the picks as aliases

@@ -113,7 +113,8 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     )
     tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id)
     pool = None
-    tags: dict[str, str] = {}
+    # the run's source in MLflow's runs table: the sweep, not Ray's worker script
+    tags: dict[str, str] = {"mlflow.source.name": "sweeps/pareto.py (Ray Tune trial)"}
     if ctx.workers:
         pool = CurvaturePool(
             ModelConfig(**ctx.problem.model_config),
