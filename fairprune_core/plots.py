@@ -158,7 +158,7 @@ def _figure(path_stem: Path, draw: Any, size: tuple[float, float] = (6.4, 4.4)) 
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p)
+        fig.savefig(p, bbox_inches="tight")  # a legend beside the axes is kept
     plt.close(fig)
     return paths
 
@@ -226,6 +226,11 @@ def ratio_figure(curves: Mapping[str, pd.DataFrame], path_stem: Path) -> list[Pa
     return _figure(path_stem, draw)
 
 
+def _nonempty(points: pd.DataFrame, label: str) -> str | None:
+    """A legend label for points that exist (an empty kind gets no legend entry)."""
+    return label if len(points) else None
+
+
 def _coincident_note(ax: Any, baselines: Baselines, x: str, y: str) -> None:
     """Baselines at the same point are named together there, so none hides another unseen."""
     at: dict[tuple[float, float], list[str]] = {}
@@ -244,16 +249,16 @@ def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_
     def draw(ax: Any) -> None:
         collapsed = trials.get("collapsed", pd.Series("false", index=trials.index)).astype(str).eq("true")
         infeas = trials[~trials["feasible"] & ~collapsed]
-        ax.scatter(infeas["val_eopp1"], infeas["val_avg_f1"], marker=".", c="#bbbbbb", label="infeasible trial")
+        ax.scatter(infeas["val_eopp1"], infeas["val_avg_f1"], marker=".", c="#bbbbbb", label=_nonempty(infeas, "infeasible trial"))
         ax.scatter(
             trials[collapsed]["val_eopp1"],
             trials[collapsed]["val_avg_f1"],
             marker="x",
             c="#555555",
-            label="collapsed (never fair)",
+            label=_nonempty(trials[collapsed], "collapsed (never fair)"),
         )
         feas = trials[trials["feasible"] & ~trials["pareto_optimal"]]
-        ax.scatter(feas["val_eopp1"], feas["val_avg_f1"], c="#7aa6c2", s=14, label="feasible trial")
+        ax.scatter(feas["val_eopp1"], feas["val_avg_f1"], c="#7aa6c2", s=14, label=_nonempty(feas, "feasible trial"))
         front = trials[trials["pareto_optimal"] & ~_duplicates(trials)].sort_values("val_eopp1")
         ax.errorbar(
             front["val_eopp1"],
@@ -265,8 +270,10 @@ def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_
             ms=5,
             capsize=2,
             lw=0.8,
+            mec="white",
+            mew=0.6,
             label="Pareto-optimal (95% BCa)",
-            zorder=3,
+            zorder=5,  # above the baselines: a front point at a baseline's place stays visible
         )
         ax.step(front["val_eopp1"], front["val_avg_f1"], where="post", c="#d1495b", lw=1)
         for _, r in front.iterrows():
@@ -288,6 +295,6 @@ def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_
         ax.set_xlabel("validation Eopp1 (lower is fairer)")
         ax.set_ylabel("validation average F1")
         ax.set_title("Validation Pareto front")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # off the points
 
-    return _figure(path_stem, draw)
+    return _figure(path_stem, draw, size=(7.6, 4.4))

@@ -12,12 +12,12 @@ from fairprune_core.sweep.table import PROGRESS_HEADER, format_front, front_coun
 from .conftest import REPO
 
 COUNTS = re.compile(
-    r"^(?P<n>\d+) trials finished, (?P<feasible>\d+) feasible, (?P<points>\d+) Pareto-optimal points"
+    r"^(?P<n>\d+) trials finished, (?P<feasible>\d+) feasible, (?P<points>\d+) Pareto-optimal points?"
     r"(?: \((?P<on_front>\d+) trials; (?P<tied>\d+) tied, tagged pareto_duplicate\))?; wall time \d+s$"
 )
 PROGRESS = re.compile(r"^ +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+  .+ \[\d+/(?P<total>\d+), \d+s\]$")
 FRONT_ROW = re.compile(r"^ +trial \d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ \[[\d.]+, [\d.]+\] +[\d.]+ \[[\d.]+, [\d.]+\] ")
-MORE = re.compile(r"^  \.\.\. \((?P<more>\d+) more Pareto-optimal points")
+MORE = re.compile(r"^  \.\.\. \((?P<more>\d+) more Pareto-optimal points?")
 
 
 def _sample() -> list[str]:

@@ -72,7 +72,8 @@ def front_counts(trials: pd.DataFrame) -> str:
     feasible = int(trials["feasible"].sum())
     on_front = int(trials["pareto_optimal"].sum())
     duplicates = int(trials["pareto_duplicate"].sum()) if "pareto_duplicate" in trials else 0
-    line = f"{len(trials)} trials finished, {feasible} feasible, {on_front - duplicates} Pareto-optimal points"
+    points = on_front - duplicates
+    line = f"{len(trials)} trials finished, {feasible} feasible, {points} Pareto-optimal point{'s' * (points != 1)}"
     if duplicates:
         line += f" ({on_front} trials; {duplicates} tied, tagged pareto_duplicate)"
     return line

@@ -1,0 +1,175 @@
+"""Where a sweep's wall time goes: preamble, sampler, trial start, pruning, evaluation, logging, idle.
+
+    python benchmarks/sweep_overhead.py                 # the default sweep (30 trials, 2 at a time)
+    python benchmarks/sweep_overhead.py --trials 12 --label before
+
+Runs ``python sweeps/pareto.py`` (synthetic default, its own store and folder; the pre-trained
+model is cached first, so pre-training is not timed) and splits its wall time with what the
+stores recorded, nothing sampled:
+
+* preamble: from the command's start to the first trial's suggestion (Python and Ray start-up,
+  the data, the baselines, the shared step-0 curvature);
+* per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
+  its ``timing/*`` metrics): the sampler's suggestion, trial start (from the suggestion to the
+  trial's code running: a new Ray actor process and its imports, unless actors are reused),
+  pruning (curvature + selection, summed over steps), per-step validation, final evaluation and
+  bootstrap, logging (the rest of the MLflow run) and trial end (from the run's end to the tell);
+* idle slot time: concurrency x (first suggestion to last tell) minus the trials' occupancy.
+
+Shares are of the trial-slot time. Appends one labelled entry to
+``benchmarks/results/sweep_overhead.json`` (before/after figures side by side) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "sweep_overhead.json"
+PARTS = ("suggestion", "trial start", "pruning", "per-step validation", "final evaluation", "logging", "trial end")
+
+
+def _run_sweep(work: Path, trials: int, concurrency: int, extra: list[str]) -> tuple[float, float, float, str]:
+    """(start, end, pretrain seconds, stdout) of one sweep in ``work``; the model is pre-trained first."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    t0 = time.time()
+    subprocess.run([sys.executable, str(REPO / "sweeps" / "pretrain.py")], cwd=work, env=env, check=True,
+                   capture_output=True)
+    pretrain = time.time() - t0
+    cmd = [
+        sys.executable, str(REPO / "sweeps" / "pareto.py"),
+        "--trials", str(trials), "--concurrency", str(concurrency),
+        "--storage", str(work / "sweeps"), "--name", "overhead",
+        "--tracking-uri", f"sqlite:///{work}/mlflow.db", *extra,
+    ]  # fmt: skip
+    start = time.time()
+    out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    end = time.time()
+    if out.returncode != 0:
+        raise SystemExit(f"the sweep failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return start, end, pretrain, out.stdout
+
+
+def _stamp(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _trials(work: Path) -> list[dict[str, Any]]:
+    """Per finished trial: ask/tell times (Optuna), run start/end and timing metrics (MLflow)."""
+    import mlflow
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(work / "sweeps" / "overhead" / "optuna.journal")))
+    study = optuna.load_study(study_name="overhead", storage=storage)
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'trial'")
+    by_number = {int(r["tags.optuna_trial"]): r for _, r in runs.iterrows() if r["status"] == "FINISHED"}
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        run = by_number[t.number]
+        m = {k[len("metrics.timing/") :]: v for k, v in run.items() if str(k).startswith("metrics.timing/")}
+        out.append(
+            {
+                "number": t.number,
+                "asked": _stamp(t.datetime_start),
+                "told": _stamp(t.datetime_complete),
+                "suggest_s": float(t.user_attrs.get("ask_seconds", 0.0)),
+                "entered": float(m.get("entered_unix", run["start_time"].timestamp())),
+                "run_start": run["start_time"].timestamp(),
+                "run_end": run["end_time"].timestamp(),
+                "pruning_s": float(m.get("pruning_s", 0.0)),
+                "step_eval_s": float(m.get("step_validation_s", 0.0)),
+                "final_eval_s": float(m.get("final_evaluation_s", 0.0)),
+                "steps": int(m.get("steps", 0)),
+            }
+        )
+    return sorted(out, key=lambda r: r["asked"])
+
+
+def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrency: int) -> dict[str, Any]:
+    """Seconds per part, summed over trials, and their shares of the trial-slot time."""
+    first, last = min(t["asked"] for t in trials), max(t["told"] for t in trials)
+    slots = concurrency * (last - first)
+    parts = dict.fromkeys(PARTS, 0.0)
+    for t in trials:
+        inside = t["pruning_s"] + t["step_eval_s"] + t["final_eval_s"]
+        parts["suggestion"] += t["suggest_s"]
+        parts["trial start"] += max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
+        parts["pruning"] += t["pruning_s"]
+        parts["per-step validation"] += t["step_eval_s"]
+        parts["final evaluation"] += t["final_eval_s"]
+        parts["logging"] += max(0.0, (t["run_end"] - t["entered"]) - inside)
+        parts["trial end"] += max(0.0, t["told"] - t["run_end"])
+    occupied = sum(t["told"] - t["asked"] for t in trials)
+    return {
+        "wall_s": end - start,
+        "preamble_s": first - start,
+        "trials_span_s": last - first,
+        "after_trials_s": end - last,
+        "slot_s": slots,
+        "parts_s": parts,
+        "idle_s": max(0.0, slots - occupied),
+        "shares_of_slot_time": {k: v / slots for k, v in {**parts, "idle": max(0.0, slots - occupied)}.items()},
+        "steps_per_trial": [t["steps"] for t in trials],
+        "suggest_s_by_trial": [round(t["suggest_s"], 3) for t in trials],
+    }
+
+
+def table(entry: dict[str, Any]) -> str:
+    b = entry["breakdown"]
+    lines = [
+        f"{entry['label']}: {entry['trials']} trials, {entry['concurrency']} at a time, wall {b['wall_s']:.0f}s "
+        f"(preamble {b['preamble_s']:.0f}s, trials {b['trials_span_s']:.0f}s, after {b['after_trials_s']:.0f}s)",
+        f"{'part':<22}{'seconds':>9}{'share of slot time':>20}",
+    ]
+    for k, v in b["parts_s"].items():
+        lines.append(f"{k:<22}{v:9.1f}{b['shares_of_slot_time'][k]:19.1%}")
+    lines.append(f"{'idle slot time':<22}{b['idle_s']:9.1f}{b['shares_of_slot_time']['idle']:19.1%}")
+    lines.append(f"{'trial-slot time':<22}{b['slot_s']:9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args, extra = parser.parse_known_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        start, end, pretrain, _ = _run_sweep(work, args.trials, args.concurrency, extra)
+        trials = _trials(work)
+    entry = {
+        "label": args.label,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "trials": args.trials,
+        "concurrency": args.concurrency,
+        "extra_flags": extra,
+        "cpus": os.cpu_count(),
+        "pretrain_s_not_counted": pretrain,
+        "breakdown": breakdown(trials, start, end, args.concurrency),
+    }
+    print(table(entry))
+    results = json.loads(args.out.read_text()) if args.out.is_file() else []
+    results = [r for r in results if r["label"] != args.label] + [entry]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
