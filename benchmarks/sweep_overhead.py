@@ -43,8 +43,9 @@ def _run_sweep(work: Path, trials: int, concurrency: int, extra: list[str]) -> t
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     t0 = time.time()
-    subprocess.run([sys.executable, str(REPO / "sweeps" / "pretrain.py")], cwd=work, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "pretrain.py")], cwd=work, env=env, check=True, capture_output=True
+    )
     pretrain = time.time() - t0
     cmd = [
         sys.executable, str(REPO / "sweeps" / "pareto.py"),

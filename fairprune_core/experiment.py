@@ -337,8 +337,10 @@ class Experiment:
 
             t0 = time.perf_counter()
             output = method.run(self.context(on_step=on_step, **context))
-            record = self.evaluate(method, output, time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            record = self.evaluate(method, output, t1 - t0)
             record.run_id = run_id
+            record.extra["timing"] = _timing(output, final_evaluation=time.perf_counter() - t1)
             self._track(record, run_name or method.name, tags)
             if finish is not None:
                 finish(record)
@@ -367,7 +369,8 @@ class Experiment:
         record.model_id, record.model_uri, record.model_bytes = logged.model_id, logged.model_uri, logged.bytes
         # the in-memory model's validation logits, to check that the logged model predicts the same
         self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
-        self.tracker.log_metrics({"model_bytes": logged.bytes}, step=step)
+        timing = {f"timing/{k}": v for k, v in record.extra.get("timing", {}).items()}
+        self.tracker.log_metrics({"model_bytes": logged.bytes, **timing}, step=step)
         self.tracker.set_tags(
             {
                 "model_uri": logged.model_uri,
@@ -377,6 +380,17 @@ class Experiment:
                 "interval_method": "BCa",
             }
         )
+
+
+def _timing(output: MethodOutput, *, final_evaluation: float) -> dict[str, float]:
+    """Seconds spent pruning (curvature + selection), validating each step, and evaluating at the end."""
+    rows = output.history[1:]  # step 0 is the unpruned model
+    return {
+        "steps": float(len(rows)),
+        "pruning_s": float(sum(r.get("seconds", 0.0) for r in rows)),
+        "step_validation_s": float(sum(r.get("eval_seconds", 0.0) for r in output.history)),
+        "final_evaluation_s": final_evaluation,
+    }
 
 
 def group_params(problem: Problem) -> dict[str, str]:

@@ -249,7 +249,13 @@ def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_
     def draw(ax: Any) -> None:
         collapsed = trials.get("collapsed", pd.Series("false", index=trials.index)).astype(str).eq("true")
         infeas = trials[~trials["feasible"] & ~collapsed]
-        ax.scatter(infeas["val_eopp1"], infeas["val_avg_f1"], marker=".", c="#bbbbbb", label=_nonempty(infeas, "infeasible trial"))
+        ax.scatter(
+            infeas["val_eopp1"],
+            infeas["val_avg_f1"],
+            marker=".",
+            c="#bbbbbb",
+            label=_nonempty(infeas, "infeasible trial"),
+        )
         ax.scatter(
             trials[collapsed]["val_eopp1"],
             trials[collapsed]["val_avg_f1"],

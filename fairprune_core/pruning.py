@@ -292,7 +292,9 @@ def prune_iteratively(
         pruned = layout.total - int(alive.sum())
         row = {"step": step, "pruned": float(pruned), "ratio": pruned / layout.total, **extra}
         if validation is not None:
+            t0 = time.perf_counter()
             row.update(flatten_metrics(evaluate(model, validation, num_classes=num_classes), prefix="val_"))
+            row["eval_seconds"] = time.perf_counter() - t0
         history.append(row)
         if on_step is not None:
             on_step(row)

@@ -213,3 +213,31 @@ def test_a_config_file_that_does_not_parse_is_one_clear_line(pareto, tmp_path, t
     bad.write_text(text)
     with pytest.raises(SystemExit, match=words):
         apply_config_file(pareto._parser(), ["--config", str(bad)])
+
+
+def test_no_trial_runs_more_pruning_steps_than_the_cap_and_the_papers_grid_is_untouched():
+    import itertools
+
+    import numpy as np
+
+    from fairprune_core.config import PAPER_GRID
+    from fairprune_core.pruning import PruneSchedule
+
+    space = SearchSpace()
+    rng = np.random.default_rng(0)
+    for step, final in rng.uniform([0.01, 0.05], [0.2, 0.8], size=(500, 2)):
+        eff = space.effective_step(step, final)
+        steps = len(PruneSchedule(eff, final).targets(1_000_003))
+        assert steps <= space.max_steps
+        if final / min(step, final) <= space.max_steps:
+            assert eff == min(step, final)  # below the cap: the suggested step, exactly
+    for step, final in itertools.product(PAPER_GRID["step_ratio"], PAPER_GRID["final_ratio"]):
+        assert space.effective_step(step, final) == step
+    assert SearchSpace(max_steps=None).effective_step(0.01, 0.8) == 0.01
+
+
+def test_a_sweep_stored_before_the_step_cap_resumes_without_one():
+    d = SweepConfig(name="old").to_dict()
+    del d["space"]["max_steps"]
+    assert SweepConfig.from_dict(d).space.max_steps is None
+    assert SweepConfig.from_dict(SweepConfig(name="new").to_dict()).space.max_steps == 14

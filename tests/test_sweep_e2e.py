@@ -213,6 +213,8 @@ def test_sweep_logs_tags_resumes_without_duplicates(swept):
     for name in baselines:  # each requested baseline once, as a child run with its model logged
         (run,) = [r for r in finished if r.data.tags["method"] == name]
         assert run.data.tags["role"] == "baseline" and run.data.tags["model_uri"].startswith("models:/")
+    # warm trial workers: the trials of a sweep run in fewer processes than there are trials
+    assert len({r.data.tags["trial_process"] for r in trials}) < len(trials)
     numbers = [r.data.tags["optuna_trial"] for r in trials]
     assert len(trials) == 6 and len(set(numbers)) == 6, f"finished trial runs: {sorted(numbers)}"
     # the paper's settings were evaluated first

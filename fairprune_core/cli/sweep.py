@@ -51,6 +51,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="final pruned fraction range (a step above the final ratio runs with step = final)",
     )
     g.add_argument(
+        "--max-steps",
+        type=int,
+        default=c.space.max_steps,
+        help="at most this many pruning steps per trial: a smaller suggested step runs as final / max-steps "
+        "(default %(default)s, enough for the paper's grid; 0: no cap)",
+    )
+    g.add_argument(
         "--no-paper-settings",
         action="store_true",
         help="do not evaluate the paper's settings (beta .33/step .05/final .35; .2/.1/.5) first",
@@ -163,7 +170,10 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         sampler=args.sampler,
         seed=args.search_seed,
         space=SearchSpace(
-            beta=tuple(args.beta_range), step_ratio=tuple(args.step_range), final_ratio=tuple(args.final_range)
+            beta=tuple(args.beta_range),
+            step_ratio=tuple(args.step_range),
+            final_ratio=tuple(args.final_range),
+            max_steps=args.max_steps or None,
         ),
         paper_settings_first=not args.no_paper_settings,
         prune=prune_config_from_args(args, dataset),

@@ -171,6 +171,7 @@ def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initia
         initial=initial,
         f1_floor=state.f1_floor_abs,
         f1_floor_rel=cfg.f1_floor,
+        max_steps=cfg.space.max_steps,
         abort_infeasible=cfg.abort_infeasible,
         n_boot=cfg.n_boot,
         stop_eopp1=cfg.prune.stop_eopp1,

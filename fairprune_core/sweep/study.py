@@ -13,6 +13,7 @@ final objectives is told FAIL and its settings are enqueued again with the user 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -180,7 +181,9 @@ class SweepStudy:
         from optuna.distributions import FloatDistribution
 
         dists = {k: FloatDistribution(lo, hi) for k, (lo, hi) in self.space.ranges().items()}
+        t0 = time.perf_counter()
         trial = self.study.ask(dists)
+        trial.set_user_attr("ask_seconds", time.perf_counter() - t0)  # the sampler's cost, as the study grows
         self._asked[trial.number] = trial
         return trial.number, {k: float(trial.params[k]) for k in PARAMS}
 

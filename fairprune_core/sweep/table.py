@@ -19,7 +19,8 @@ def progress_row(
     config: Mapping[str, Any], result: Mapping[str, Any], status: str, done: int, total: int, secs: float
 ) -> str:
     """One line of the live table for a finished (or failed) trial."""
-    step = min(config.get("step_ratio", math.nan), config.get("final_ratio", math.nan))
+    # the step the trial ran with (its final report), else the suggested one capped by the final ratio
+    step = result.get("step_ratio", min(config.get("step_ratio", math.nan), config.get("final_ratio", math.nan)))
     return (
         f"{config.get('trial_number', -1):>5} {config.get('beta', math.nan):6.3f} {step:6.3f} "
         f"{config.get('final_ratio', math.nan):6.3f} {result.get('val_avg_f1', math.nan):7.4f} "

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..config import SearchSpace
 from ..experiment import Experiment, MethodRecord, Problem
 from ..hessian import DiagSums
 from ..methods.fairprune import FairPrune
@@ -30,6 +31,7 @@ class TrialContext:
     initial: dict[str, DiagSums]  # the unpruned model's per-group curvature (step 0), shared
     f1_floor: float  # absolute (on validation)
     f1_floor_rel: float = 0.9  # the same floor relative to vanilla's F1 (the collapse rule on every split)
+    max_steps: int | None = None  # the search space's cap on pruning steps per trial
     abort_infeasible: bool = True
     n_boot: int = 500
     stop_eopp1: float | None = None  # the paper's "until the target fairness metric is achieved"
@@ -46,16 +48,18 @@ class TrialContext:
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """One point of the search space. A step above the final ratio runs with step = final."""
+    """One point of the search space, and the step it runs with (:meth:`SearchSpace.effective_step`:
+    at most the final ratio, at least final / max_steps)."""
 
     number: int
     beta: float
     step_ratio: float  # as suggested
     final_ratio: float
+    max_steps: int | None = None
 
     @property
     def step(self) -> float:
-        return min(self.step_ratio, self.final_ratio)
+        return SearchSpace(max_steps=self.max_steps).effective_step(self.step_ratio, self.final_ratio)
 
 
 @dataclass
@@ -156,11 +160,13 @@ def run_trial(
     curvature: CurvatureBackend | None = None,
     tags: dict[str, str] | None = None,
     device: str = "cpu",
+    entered: float | None = None,
 ) -> TrialRecord:
     """FairPrune with ``settings`` from the shared context (step-0 curvature included), stopped
     early once validation F1 falls below the floor (the trial is infeasible then) or, with
     ``stop_eopp1``, once the fairness target is met (a success). ``report`` receives one
-    progress dict per pruning step and then the final one, while the trial's run is open."""
+    progress dict per pruning step and then the final one, while the trial's run is open.
+    ``entered`` (unix time the trial process started the trial) is logged as ``timing/entered_unix``."""
     report = report or (lambda _: None)
     experiment = Experiment(
         ctx.problem,
@@ -179,6 +185,8 @@ def run_trial(
 
     def finish(rec: MethodRecord) -> None:
         trial = _record(settings, rec, ctx.f1_floor)
+        if entered is not None:  # unix time the trial's code started (benchmarks/sweep_overhead.py)
+            experiment.tracker.log_metrics({"timing/entered_unix": entered}, step=rec.final_step)
         experiment.tracker.set_tags(
             {
                 "feasible": str(trial.feasible).lower(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,7 @@ class ProgressTable(Callback):
 
 def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune trainable: one trial, logged to MLflow as a child of the sweep's parent run."""
+    entered = time.time()  # when the trial's code starts: its process start-up ends here
     import torch
 
     from ..distributed import CurvaturePool
@@ -110,11 +112,15 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         float(config["beta"]),
         float(config["step_ratio"]),
         float(config["final_ratio"]),
+        ctx.max_steps,
     )
     tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id)
     pool = None
     # the run's source in MLflow's runs table: the sweep, not Ray's worker script
-    tags: dict[str, str] = {"mlflow.source.name": "sweeps/pareto.py (Ray Tune trial)"}
+    tags: dict[str, str] = {
+        "mlflow.source.name": "sweeps/pareto.py (Ray Tune trial)",
+        "trial_process": f"{socket.gethostname()}:{os.getpid()}",  # one warm worker runs many trials
+    }
     if ctx.workers:
         pool = CurvaturePool(
             ModelConfig(**ctx.problem.model_config),
@@ -128,7 +134,16 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     try:
         # a trial given GPUs sees exactly those (Ray sets CUDA_VISIBLE_DEVICES); otherwise the CPU
         device = "cuda" if ctx.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-        run_trial(settings, ctx, tracker=tracker, report=tune.report, curvature=pool, tags=tags, device=device)
+        run_trial(
+            settings,
+            ctx,
+            tracker=tracker,
+            report=tune.report,
+            curvature=pool,
+            tags=tags,
+            device=device,
+            entered=entered,
+        )
     finally:
         if pool is not None:
             pool.shutdown()
@@ -162,7 +177,12 @@ def run_trials(
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
         tune_config=tune.TuneConfig(
-            search_alg=StudySearcher(study, ctx.f1_floor), num_samples=remaining, max_concurrent_trials=cfg.concurrency
+            search_alg=StudySearcher(study, ctx.f1_floor),
+            num_samples=remaining,
+            max_concurrent_trials=cfg.concurrency,
+            # warm trial workers: one actor per slot runs trial after trial (imports, the shipped
+            # context, MLflow's store connection and the model's first passes are paid once)
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             storage_path=str((cfg.directory / "tune").resolve()),
