@@ -79,14 +79,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def check_ratio_pair(step_ratio: float, final_ratio: float) -> None:
+def check_ratio_pair(
+    step_ratio: float, final_ratio: float, flags: tuple[str, str] = ("--step-ratio", "--final-ratio")
+) -> None:
+    """A per-step fraction and a final pruned fraction that make a schedule; errors name ``flags``."""
+    step_flag, final_flag = flags
     if not 0 < step_ratio <= 1:
-        raise ValueError(f"step_ratio must be in (0, 1], got {step_ratio}")
+        raise ValueError(f"step_ratio ({step_flag}) must be in (0, 1], got {step_ratio}")
     if not 0 < final_ratio < 1:
-        raise ValueError(f"final_ratio must be in (0, 1), got {final_ratio}")
+        raise ValueError(f"final_ratio ({final_flag}) must be in (0, 1), got {final_ratio}")
     if final_ratio < step_ratio:
         raise ValueError(
-            f"final_ratio ({final_ratio}) must be >= step_ratio ({step_ratio}): the first step alone would overshoot it"
+            f"final_ratio ({final_flag} {final_ratio}) must be >= step_ratio ({step_flag} {step_ratio}): the first "
+            f"step alone would overshoot it"
         )
 
 
@@ -113,15 +118,18 @@ class PruneConfig:
     def __post_init__(self) -> None:
         check_ratio_pair(self.step_ratio, self.final_ratio)
         if not (self.adv_weight >= 0 and self.adv_alpha >= 0):
-            raise ValueError(f"adv_weight and adv_alpha must be >= 0, got {self.adv_weight}, {self.adv_alpha}")
+            raise ValueError(f"--adv-weight and --adv-alpha must be >= 0, got {self.adv_weight}, {self.adv_alpha}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+            raise ValueError(f"mc_samples (--mc-samples) must be >= 1, got {self.mc_samples}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+            raise ValueError(f"beta (--beta) must be a finite number >= 0, got {self.beta}")
         if self.batch_size < 1 or self.num_batches < 1:
-            raise ValueError("curvature batch_size and num_batches must be >= 1")
+            raise ValueError(
+                f"--curvature-batch-size and --curvature-batches must be >= 1, got {self.batch_size} and "
+                f"{self.num_batches}"
+            )
         if self.privileged not in (None, 0, 1):
             raise ValueError(f"privileged must be 0, 1 or None (auto), got {self.privileged}")
         if self.stop_eopp1 is not None and not 0 <= self.stop_eopp1 <= 1:
@@ -139,6 +147,9 @@ class PruneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_RANGE_FLAGS = {"beta": "--beta-range", "step_ratio": "--step-range", "final_ratio": "--final-range"}
 
 
 @dataclass(frozen=True)
@@ -163,13 +174,13 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for name, (lo, hi) in self.ranges().items():
             if not lo < hi:
-                raise ValueError(f"{name} range must have low < high, got [{lo}, {hi}]")
+                raise ValueError(f"{_RANGE_FLAGS[name]} must have LOW < HIGH, got {lo} {hi}")
         if self.beta[0] < 0:
-            raise ValueError(f"beta must be >= 0, got range {self.beta}")
+            raise ValueError(f"--beta-range must be >= 0, got {self.beta[0]} {self.beta[1]}")
         for name in ("step_ratio", "final_ratio"):
             lo, hi = getattr(self, name)
             if not (lo > 0 and hi < 1):
-                raise ValueError(f"{name} range must lie inside (0, 1), got [{lo}, {hi}]")
+                raise ValueError(f"{_RANGE_FLAGS[name]} must lie inside (0, 1), got {lo} {hi}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1 (or 0 for no cap), got {self.max_steps}")
 
@@ -243,11 +254,16 @@ class SweepConfig:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_trials < 1:
-            raise ValueError(f"num_trials must be >= 1, got {self.num_trials}")
+            raise ValueError(f"num_trials (--trials) must be >= 1, got {self.num_trials}")
         if not 0 <= self.f1_floor <= 1:
-            raise ValueError(f"f1_floor is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}")
+            raise ValueError(
+                f"f1_floor (--f1-floor) is relative to the vanilla F1 and must be in [0, 1], got {self.f1_floor}"
+            )
         if self.concurrency < 1 or self.workers_per_trial < 0:
-            raise ValueError("concurrency must be >= 1 and workers_per_trial >= 0")
+            raise ValueError(
+                f"--concurrency must be >= 1 and --workers-per-trial >= 0, got {self.concurrency} and "
+                f"{self.workers_per_trial}"
+            )
         if self.n_boot < 100:
             raise ValueError(f"n_boot (--bootstrap) must be >= 100 resamples for a 95% interval, got {self.n_boot}")
         if not (self.cpus_per_trial > 0 and self.cpus_per_worker > 0):
@@ -261,7 +277,7 @@ class SweepConfig:
             raise ValueError(
                 f"gpus_per_trial (--gpus-per-trial) must be >= 0 (fractions share a GPU), got {self.gpus_per_trial}"
             )
-        check_ratio_pair(self.obd_step, self.obd_final)
+        check_ratio_pair(self.obd_step, self.obd_final, ("--obd-step", "--obd-final"))
         if self.sampler == "grid":
             outside = [
                 f"{k}={v}" for k, vals in PAPER_GRID.items() for v in vals if not self.space.contains_value(k, v)
@@ -274,7 +290,7 @@ class SweepConfig:
         unknown = [b for b in self.baselines if b not in METHOD_NAMES or b == "fairprune"]
         if unknown or not self.baselines or self.baselines[0] != "vanilla":
             raise ValueError(
-                f"baselines must start with vanilla (the reference of every comparison) and name methods among "
+                f"--baselines must start with vanilla (the reference of every comparison) and name methods among "
                 f"{', '.join(m for m in METHOD_NAMES if m != 'fairprune')}; got {', '.join(self.baselines)}"
             )
 

@@ -107,7 +107,7 @@ def _resumed_config(args: argparse.Namespace, given: set[str], state: Any) -> An
 def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
     """(config, dataset, checkpoint) of a new sweep, or of the one being resumed."""
     from fairprune_core.checkpoint import load_checkpoint
-    from fairprune_core.cli import checkpoint_from_args, dataset_from_args, sweep_config_from_args
+    from fairprune_core.cli import check_sweep_args, checkpoint_from_args, dataset_from_args, sweep_config_from_args
     from fairprune_core.datasets import load_dataset
     from fairprune_core.sweep.state import SweepState
 
@@ -124,6 +124,7 @@ def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
         dataset = load_dataset(**state.dataset_spec)
         print(f"resuming sweep {name}")
         return cfg, dataset, load_checkpoint(state.checkpoint, dataset=dataset)
+    check_sweep_args(args)  # before any data, model, Ray, MLflow run or folder
     dataset = dataset_from_args(args)
     print(dataset.describe())
     checkpoint = checkpoint_from_args(args, dataset)

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_smoke(parser, args, SMOKE)
 
     from fairprune_core.cli import (
+        check_args_before_work,
         checkpoint_from_args,
         curvature_backend_from_args,
         dataset_from_args,
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from fairprune_core.comparison import run_comparison
 
+    check_args_before_work(args)  # before any data or model
     dataset = dataset_from_args(args)
     print(dataset.describe())
     checkpoint = checkpoint_from_args(args, dataset)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ray
 import torch
 
@@ -27,3 +29,30 @@ def test_gpu_workers_land_on_different_nodes_and_agree(gpu_cluster, synthetic, m
         got = pool.compute(model, [("all", src)], step=1)["all"].mean()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=2e-6, atol=1e-12)
+
+
+def test_a_cluster_already_running_here_is_not_joined_unless_named(monkeypatch):
+    """A Ray head started on this machine (as `ray start --head` does, it writes Ray's
+    current-cluster file, which plain `ray.init()` would join) is not joined without an address."""
+    import glob
+    import os
+
+    from ray.cluster_utils import Cluster
+
+    from fairprune_core.distributed import ensure_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        files = glob.glob(os.path.join(os.environ.get("RAY_TMPDIR", "/tmp/ray"), "ray_current_cluster"))
+        assert files and Path(files[0]).read_text().strip() == cluster.address  # what ray.init() would find
+        ensure_ray(None)
+        assert ray.get_runtime_context().gcs_address != cluster.address  # a private Ray of its own
+        ray.shutdown()
+        ensure_ray(cluster.address)  # named: joined
+        assert ray.get_runtime_context().gcs_address == cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -17,6 +17,7 @@ from .common import (
     add_pretrain_arguments,
     add_prune_arguments,
     add_ray_arguments,
+    check_args_before_work,
     checkpoint_from_args,
     curvature_backend_from_args,
     dataset_from_args,
@@ -25,7 +26,14 @@ from .common import (
     prune_config_from_args,
 )
 from .errors import run_main
-from .sweep import add_sweep_arguments, apply_config_file, apply_smoke, explicit_dests, sweep_config_from_args
+from .sweep import (
+    add_sweep_arguments,
+    apply_config_file,
+    apply_smoke,
+    check_sweep_args,
+    explicit_dests,
+    sweep_config_from_args,
+)
 
 __all__ = [
     "PRESETS",
@@ -37,6 +45,8 @@ __all__ = [
     "add_sweep_arguments",
     "apply_config_file",
     "apply_smoke",
+    "check_args_before_work",
+    "check_sweep_args",
     "checkpoint_from_args",
     "curvature_backend_from_args",
     "dataset_from_args",

@@ -256,6 +256,28 @@ def _privileged(value: str, group_names: list[str]) -> int | None:
     raise SystemExit(f"--privileged must be auto, 0, 1 or one of {group_names}; got {value!r}")
 
 
+class _NoData:
+    """Stands in for the dataset while settings are checked before any data is read: its name
+    gives the per-dataset defaults; a group named by ``--privileged`` is checked against the data later."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.group_names: list[str] = []
+
+
+def check_args_before_work(args: argparse.Namespace) -> None:
+    """Every setting that does not need the data, checked before anything is read, trained,
+    started or written: the pruning settings, and a ``--checkpoint`` that must exist."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None:
+        from ..checkpoint import load_checkpoint
+
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+        load_checkpoint(checkpoint)  # a file that is not a FairPrune checkpoint is refused now (nothing unpickled)
+    prune_config_from_args(argparse.Namespace(**{**vars(args), "privileged": "auto"}), _NoData(args.dataset))
+
+
 def prune_config_from_args(args: argparse.Namespace, dataset: Any) -> PruneConfig:
     defaults = PruneConfig.curvature_defaults(dataset.name)
 

@@ -8,9 +8,16 @@ from typing import Any
 
 from ..config import SAMPLERS, SearchSpace, SweepConfig, default_baselines
 from ..sweep.study import grid_size
-from .common import prune_config_from_args
+from .common import _NoData, check_args_before_work, prune_config_from_args
 
-__all__ = ["add_sweep_arguments", "apply_config_file", "apply_smoke", "explicit_dests", "sweep_config_from_args"]
+__all__ = [
+    "add_sweep_arguments",
+    "apply_config_file",
+    "apply_smoke",
+    "check_sweep_args",
+    "explicit_dests",
+    "sweep_config_from_args",
+]
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +122,11 @@ def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None)
 
             values = json.loads(text)
     except Exception as exc:  # yaml.YAMLError, json.JSONDecodeError: the file's own message says where
+        where = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
+        line = f" at line {where.line + 1}" if hasattr(where, "line") else (f" at line {where}" if where else "")
+        problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc).splitlines()[0]
         raise SystemExit(
-            f"--config {known.config}: not valid {known.config.suffix.lstrip('.').upper()}: {exc}"
+            f"--config {known.config}: not valid {known.config.suffix.lstrip('.').upper()}{line}: {problem}"
         ) from exc
     if not isinstance(values, dict):
         raise SystemExit(
@@ -160,6 +170,13 @@ def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, value
     for key, value in values.items():
         if getattr(args, key) in (None, parser.get_default(key)):
             setattr(args, key, value)
+
+
+def check_sweep_args(args: argparse.Namespace) -> None:
+    """A new sweep's settings, all checked before any data, model, Ray, MLflow or folder exists."""
+    check_args_before_work(args)
+    unchecked = argparse.Namespace(**{**vars(args), "privileged": "auto"})
+    sweep_config_from_args(unchecked, _NoData(args.dataset), "check")
 
 
 def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:

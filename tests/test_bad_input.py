@@ -1,0 +1,136 @@
+"""Bad input, table-driven: each case runs an entry point's ``main`` as the command line does
+(through ``run_main``) in an empty folder, and must exit non-zero with a one-line message holding
+the given words, no traceback, and nothing left behind (no data cache, no sweep folder, no MLflow
+store, no Ray session started by it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairprune_core.cli import run_main
+
+from .conftest import REPO
+
+
+def _entry(script: str):
+    spec = importlib.util.spec_from_file_location(f"entry_{script}", REPO / "sweeps" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Payload:
+    """Unpickling this writes a file: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return (Path.write_text, (Path("PWNED"), "the payload ran"))
+
+
+def _files(tmp: Path) -> dict[str, Path]:
+    (tmp / "bad.yaml").write_text("trials: [1, 2\n")
+    (tmp / "unknown.yaml").write_text("no_such_flag: 3\n")
+    (tmp / "truncated.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 20)
+    with (tmp / "evil.pt").open("wb") as f:
+        pickle.dump({"format_version": 1, "x": _Payload()}, f)
+    torch.save({"format_version": 99}, tmp / "other.pt")
+    (tmp / "empty_root").mkdir()
+    return {"bad.yaml", "unknown.yaml", "truncated.pt", "evil.pt", "other.pt", "empty_root"}
+
+
+UNREACHABLE = f"http://127.0.0.1:{_free_port()}"
+
+# (script, argv, words the message must contain)
+CASES = [
+    ("pareto", ["--trials", "0"], ["--trials", ">= 1"]),
+    ("pareto", ["--trials", "-3"], ["--trials"]),
+    ("pareto", ["--concurrency", "0"], ["--concurrency"]),
+    ("pareto", ["--workers-per-trial", "-1"], ["--workers-per-trial"]),
+    ("pareto", ["--bootstrap", "50"], ["--bootstrap", "100"]),
+    ("pareto", ["--cpus-per-worker", "0"], ["--cpus-per-worker"]),
+    ("pareto", ["--gpus-per-worker", "-1"], ["--gpus-per-worker"]),
+    ("pareto", ["--gpus-per-trial", "-1"], ["--gpus-per-trial"]),
+    ("pareto", ["--stop-eopp1", "-1"], ["--stop-eopp1"]),
+    ("pareto", ["--stop-eopp1", "1.5"], ["--stop-eopp1"]),
+    ("pareto", ["--max-sub-batch", "0"], ["--max-sub-batch"]),
+    ("pareto", ["--obd-final", "1.5"], ["--obd-final"]),
+    ("pareto", ["--obd-step", "0"], ["--obd-step"]),
+    ("pareto", ["--obd-step", "0.5", "--obd-final", "0.2"], ["--obd-final", "--obd-step", "overshoot"]),
+    ("pareto", ["--f1-floor", "1.5"], ["--f1-floor"]),
+    ("pareto", ["--step-range", "0.3", "0.1"], ["--step-range", "LOW < HIGH"]),
+    ("pareto", ["--final-range", "0.5", "1.2"], ["--final-range", "(0, 1)"]),
+    ("pareto", ["--beta-range", "-1", "1"], ["--beta-range"]),
+    ("pareto", ["--max-steps", "-1"], ["--max-steps"]),
+    ("pareto", ["--curvature-batches", "0"], ["--curvature-batches"]),
+    ("pareto", ["--curvature-batch-size", "0"], ["--curvature-batch-size"]),
+    ("pareto", ["--mc-samples", "0"], ["--mc-samples"]),
+    ("pareto", ["--beta", "-1"], ["--beta"]),
+    ("pareto", ["--adv-weight", "-1"], ["--adv-weight"]),
+    ("pareto", ["--baselines", "vanilla,foo"], ["--baselines", "foo"]),
+    ("pareto", ["--baselines", "obd"], ["--baselines", "vanilla"]),
+    ("pareto", ["--sampler", "foo"], ["--sampler", "invalid choice"]),
+    ("pareto", ["--tracking-uri", "ftp://example.org/x"], ["ftp", "tracking"]),
+    ("pareto", ["--tracking-uri", UNREACHABLE], ["cannot reach the MLflow tracking server", "mlflow server"]),
+    ("pareto", ["--config", "missing.yaml"], ["missing.yaml"]),
+    ("pareto", ["--config", "bad.yaml"], ["bad.yaml"]),
+    ("pareto", ["--config", "unknown.yaml"], ["no_such_flag"]),
+    ("pareto", ["--resume", "--name", "typo"], ["--resume", "typo"]),
+    ("pareto", ["--checkpoint", "missing.pt"], ["--checkpoint", "missing.pt"]),
+    ("pareto", ["--checkpoint", "evil.pt"], ["not a FairPrune checkpoint", "never unpickles"]),
+    ("pareto", ["--checkpoint", "truncated.pt"], ["truncated"]),
+    ("pareto", ["--checkpoint", "other.pt"], ["not a FairPrune checkpoint"]),
+    ("pareto", ["--dataset", "isic2019"], ["--data-root"]),
+    ("pareto", ["--dataset", "isic2019", "--data-root", "empty_root"], ["empty_root"]),
+    ("pareto", ["--dataset", "fitzpatrick17k", "--data-root", "no_such_dir"], ["no_such_dir"]),
+    ("prune", ["--method", "obd,kfac"], ["--method", "kfac"]),
+    ("prune", ["--step-ratio", "0.5", "--final-ratio", "0.2"], ["--final-ratio", "--step-ratio"]),
+    ("prune", ["--estimator", "kfac"], ["--estimator", "invalid choice"]),
+    ("prune", ["--checkpoint", "evil.pt"], ["not a FairPrune checkpoint"]),
+    ("prune", ["--curvature-batches", "0"], ["--curvature-batches"]),
+]
+
+
+@pytest.fixture(scope="module")
+def entries():
+    return {name: _entry(name) for name in ("pareto", "prune")}
+
+
+@pytest.mark.parametrize(("script", "argv", "words"), CASES, ids=[f"{c[0]} {' '.join(c[1])}" for c in CASES])
+def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(
+    entries, tmp_path, monkeypatch, capsys, script, argv, words
+):
+    import ray
+
+    keep = _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    cache = tmp_path / "cache"
+    try:
+        rc = run_main(entries[script].main, [*argv, "--cache-dir", str(cache)])
+    except SystemExit as exc:  # argparse and the entry points' own usage errors
+        rc = exc.code if isinstance(exc.code, int) else 1
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    err = capsys.readouterr().err
+    assert rc not in (0, None), f"accepted: {argv}"
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1] if err.strip() else ""
+    for word in words:
+        assert word in message, f"{argv}: {message!r} lacks {word!r}"
+    left = {p.name for p in tmp_path.iterdir()} - keep
+    assert not left, f"{argv} left {sorted(left)} behind"
+    assert not (tmp_path / "PWNED").exists(), "a checkpoint's payload ran"
+    assert not ray.is_initialized(), "Ray was started for bad input"
