@@ -134,3 +134,27 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing_behind(
     assert not left, f"{argv} left {sorted(left)} behind"
     assert not (tmp_path / "PWNED").exists(), "a checkpoint's payload ran"
     assert not ray.is_initialized(), "Ray was started for bad input"
+
+
+def _raise_in(module_file: str, exc: Exception):
+    """A function whose code lives in ``module_file`` of the package and raises ``exc``."""
+    import fairprune_core
+
+    path = str(Path(fairprune_core.__file__).parent / module_file)
+    namespace: dict = {}
+    exec(compile("def main(argv):\n    raise EXC\n", path, "exec"), {"EXC": exc}, namespace)
+    return namespace["main"]
+
+
+def test_our_own_bugs_keep_their_traceback_and_the_variable_shows_every_one(monkeypatch, capsys):
+    # a ValueError where settings are checked is the user's: one line
+    assert run_main(_raise_in("config.py", ValueError("--trials must be >= 1"))) == 2
+    assert capsys.readouterr().err.strip() == "error: --trials must be >= 1"
+    # the same type raised inside the numerics is a bug: its traceback is kept
+    with pytest.raises(ValueError, match="shapes do not match"):
+        run_main(_raise_in("metrics.py", ValueError("shapes do not match")))
+    with pytest.raises(FileNotFoundError):
+        run_main(_raise_in("sweep/front.py", FileNotFoundError("internal")))
+    monkeypatch.setenv("FAIRPRUNE_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="--trials"):
+        run_main(_raise_in("config.py", ValueError("--trials must be >= 1")))
