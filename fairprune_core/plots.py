@@ -157,8 +157,9 @@ def _figure(path_stem: Path, draw: Any, size: tuple[float, float] = (6.4, 4.4)) 
     fig.tight_layout()
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")  # a legend beside the axes is kept
+    with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: editable in a paper's figure
+        for p in paths:
+            fig.savefig(p, bbox_inches="tight")  # a legend beside the axes is kept
     plt.close(fig)
     return paths
 

@@ -54,3 +54,63 @@ def test_hypervolume_known_cases_and_grid_estimate():
     est = covered.mean() * (1 - ref[0]) * ref[1]
     assert hypervolume(f, e, reference=ref) == pytest.approx(est, abs=5e-3)
     assert hypervolume(f, e, reference=ref, feasible=np.zeros(15, bool)) == 0.0
+
+
+def _trials():
+    import pandas as pd
+
+    from fairprune_core.sweep.front import mark_duplicates
+
+    # trials 0-2 tie at one point (2 is the sparsest), 3 is another front point, 4 is dominated,
+    # 5 is infeasible with the best objectives
+    t = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(6)],
+            "trial": range(6),
+            "beta": [0.0] * 6,
+            "step_ratio": [0.01] * 6,
+            "final_ratio": [0.05] * 6,
+            "achieved_ratio": [0.05, 0.10, 0.20, 0.3, 0.3, 0.5],
+            "val_avg_f1": [0.9, 0.9, 0.9, 0.8, 0.7, 0.95],
+            "val_eopp1": [0.10, 0.10, 0.10, 0.05, 0.2, 0.0],
+            "feasible": [True, True, True, True, True, False],
+            "collapsed": ["false"] * 5 + ["true"],
+        }
+    )
+    t["pareto_optimal"] = pareto_front(t["val_avg_f1"], t["val_eopp1"], t["feasible"])
+    return mark_duplicates(t)
+
+
+def test_ties_on_the_front_have_one_representative_the_sparsest():
+    from fairprune_core.sweep.front import front_of, front_picks, front_tags
+
+    t = _trials()
+    assert list(t["pareto_duplicate"]) == [True, True, False, False, False, False]
+    assert list(t["duplicate_of"])[:2] == [2, 2] and t.loc[2, "ties"] == 3
+    assert list(front_of(t)["trial"]) == [2, 3]  # distinct points, best F1 first
+    tags = front_tags(t)
+    assert [tags[f"r{i}"]["pareto_optimal"] for i in range(6)] == ["false", "false", "true", "true", "false", "false"]
+    assert tags["r0"]["duplicate_of"] == "trial-002" and tags["r2"]["duplicate_of"] == ""
+    picks = front_picks(front_of(t))
+    assert int(picks["best-f1"]["trial"]) == 2 and int(picks["fairest-feasible"]["trial"]) == 3
+    assert int(picks["knee"]["trial"]) in (2, 3)
+
+
+def test_the_html_front_links_every_point_to_its_run_and_the_figure_is_png_and_svg(tmp_path):
+    from fairprune_core.plots import front_figure, front_html
+
+    t = _trials()
+    for c in ("val_avg_f1", "val_eopp1"):
+        t[f"{c}_ci_low"], t[f"{c}_ci_high"] = t[c] - 0.01, t[c] + 0.01
+    base = {
+        name: {"val_avg_f1": 0.9, "val_eopp1": 0.1, "val_avg_f1_ci_low": 0.88, "val_avg_f1_ci_high": 0.92,
+               "val_eopp1_ci_low": 0.05, "val_eopp1_ci_high": 0.15}
+        for name in ("vanilla", "obd")
+    }  # fmt: skip
+    page = front_html(t, base, 0.8, tmp_path / "f.html", lambda r: f"http://ui/#/experiments/7/runs/{r}").read_text()
+    for i in range(6):
+        assert f'href="http://ui/#/experiments/7/runs/r{i}"' in page
+    assert 'class="collapsed"' in page and 'class="duplicate"' in page
+    paths = front_figure(t, base, 0.8, tmp_path / "front")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
+    assert "Vanilla = OBD" in paths[1].read_text()  # coinciding baselines are named together

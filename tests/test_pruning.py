@@ -194,9 +194,11 @@ def test_select_smallest_agrees_with_a_numpy_lexsort_reference(seed):
 
 def test_invalid_ranges_are_rejected():
     net, b = tiny_net(), group_batches(1)
-    with pytest.raises(ValueError, match=r"final_ratio \(0.05\) must be >= step_ratio \(0.1\)"):
+    with pytest.raises(
+        ValueError, match=r"final_ratio \(--final-ratio 0.05\) must be >= step_ratio \(--step-ratio 0.1\)"
+    ):
         fairprune(net, b, b, beta=0.3, step_ratio=0.1, final_ratio=0.05)
-    with pytest.raises(ValueError, match="final_ratio must be in"):
+    with pytest.raises(ValueError, match=r"final_ratio \(--final-ratio\) must be in"):
         fairprune(net, b, b, beta=0.3, step_ratio=0.1, final_ratio=1.0)
     with pytest.raises(ValueError, match="beta must be"):
         fairprune(net, b, b, beta=-1, step_ratio=0.1, final_ratio=0.5)
