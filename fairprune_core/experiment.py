@@ -364,13 +364,16 @@ class Experiment:
                 val_eopp1_delta_ci_high=delta["high"],
             )
         self.tracker.log_params(group_params(self.problem))
-        self.tracker.log_metrics(metrics, step=step)
+        # the model first (MLflow links the few curve values at its step), then the final metrics
+        # linked to it by id: its page shows each once, without MLflow re-reading every metric's history
         logged = self.tracker.log_model(record.output.model, record.output.masks, name=name, tags=tags, step=step)
         record.model_id, record.model_uri, record.model_bytes = logged.model_id, logged.model_uri, logged.bytes
+        timing = {f"timing/{k}": v for k, v in record.extra.get("timing", {}).items()}
+        self.tracker.log_metrics(
+            {**metrics, "model_bytes": logged.bytes, **timing}, step=step, model_id=logged.model_id
+        )
         # the in-memory model's validation logits, to check that the logged model predicts the same
         self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
-        timing = {f"timing/{k}": v for k, v in record.extra.get("timing", {}).items()}
-        self.tracker.log_metrics({"model_bytes": logged.bytes, **timing}, step=step)
         self.tracker.set_tags(
             {
                 "model_uri": logged.model_uri,

@@ -37,7 +37,10 @@ class Tracker(Protocol):
         ...
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """Log to the open run (and link to the logged model ``model_id``, shown on its page)."""
+        ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_model(
         self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
@@ -73,7 +76,7 @@ class NullTracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
