@@ -27,8 +27,10 @@ def _scale(v: float, lo: float, hi: float, a: float, b: float) -> float:
     return a + (v - lo) / (hi - lo or 1.0) * (b - a)
 
 
-def _duplicates(trials: pd.DataFrame) -> pd.Series:
-    return trials.get("pareto_duplicate", pd.Series(False, index=trials.index)).astype(bool)
+def _front_points(trials: pd.DataFrame) -> pd.DataFrame:
+    """The front's distinct points: Pareto-optimal trials that are not a tie's duplicate."""
+    duplicate = trials.get("pareto_duplicate", pd.Series(False, index=trials.index)).astype(bool)
+    return trials[trials["pareto_optimal"] & ~duplicate]
 
 
 def _kind(r: pd.Series) -> str:
@@ -128,9 +130,7 @@ def front_html(
     rows = "".join(
         f"<tr><td><a href='{html.escape(link(r['run_id']))}' target='_blank'>trial {r['trial']}</a></td>"
         f"<td>{html.escape(_trial_label(r))}</td><td>{int(r.get('ties', 1))}</td></tr>"
-        for _, r in trials[trials["pareto_optimal"] & ~_duplicates(trials)]
-        .sort_values("val_avg_f1", ascending=False)
-        .iterrows()
+        for _, r in _front_points(trials).sort_values("val_avg_f1", ascending=False).iterrows()
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>FairPrune Pareto front</title></head>"
@@ -266,7 +266,7 @@ def front_figure(trials: pd.DataFrame, baselines: Baselines, floor: float, path_
         )
         feas = trials[trials["feasible"] & ~trials["pareto_optimal"]]
         ax.scatter(feas["val_eopp1"], feas["val_avg_f1"], c="#7aa6c2", s=14, label=_nonempty(feas, "feasible trial"))
-        front = trials[trials["pareto_optimal"] & ~_duplicates(trials)].sort_values("val_eopp1")
+        front = _front_points(trials).sort_values("val_eopp1")
         ax.errorbar(
             front["val_eopp1"],
             front["val_avg_f1"],

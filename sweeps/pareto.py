@@ -124,10 +124,10 @@ def _start(args: argparse.Namespace, given: set[str]) -> tuple[Any, Any, Any]:
         dataset = load_dataset(**state.dataset_spec)
         print(f"resuming sweep {name}")
         return cfg, dataset, load_checkpoint(state.checkpoint, dataset=dataset)
-    check_sweep_args(args)  # before any data, model, Ray, MLflow run or folder
+    loaded = check_sweep_args(args)  # before any data, model, Ray, MLflow run or folder
     dataset = dataset_from_args(args)
     print(dataset.describe())
-    checkpoint = checkpoint_from_args(args, dataset)
+    checkpoint = checkpoint_from_args(args, dataset, loaded)
     name = args.name or f"{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return sweep_config_from_args(args, dataset, name), dataset, checkpoint
 

@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from fairprune_core.comparison import run_comparison
 
-    check_args_before_work(args)  # before any data or model
+    loaded = check_args_before_work(args)  # before any data or model
     dataset = dataset_from_args(args)
     print(dataset.describe())
-    checkpoint = checkpoint_from_args(args, dataset)
+    checkpoint = checkpoint_from_args(args, dataset, loaded)
     config = prune_config_from_args(args, dataset)
     pool = curvature_backend_from_args(args, checkpoint.model_config, config)
     try:

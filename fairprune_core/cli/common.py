@@ -21,12 +21,15 @@ __all__ = [
     "add_pretrain_arguments",
     "add_prune_arguments",
     "add_ray_arguments",
+    "check_args_before_work",
+    "checkpoint_before_work",
     "checkpoint_from_args",
     "curvature_backend_from_args",
     "dataset_from_args",
     "model_and_train_config",
     "preset_configs",
     "prune_config_from_args",
+    "without_data",
 ]
 
 
@@ -184,11 +187,15 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def checkpoint_from_args(args: argparse.Namespace, dataset: Any) -> Any:
-    """``--checkpoint``, else the model the pre-training flags describe (trained once, then reused)."""
+def checkpoint_from_args(args: argparse.Namespace, dataset: Any, loaded: Any = None) -> Any:
+    """``--checkpoint`` (``loaded``: already read by :func:`check_args_before_work`), else the model
+    the pre-training flags describe (trained once, then reused); checked against ``dataset``."""
     from ..checkpoint import load_checkpoint
     from ..pretrained import ensure_pretrained
 
+    if loaded is not None:
+        loaded.check_dataset(dataset)
+        return loaded
     path = args.checkpoint
     if path is None:
         _, model_config, train_config = model_and_train_config(args, dataset)
@@ -265,17 +272,30 @@ class _NoData:
         self.group_names: list[str] = []
 
 
-def check_args_before_work(args: argparse.Namespace) -> None:
-    """Every setting that does not need the data, checked before anything is read, trained,
-    started or written: the pruning settings, and a ``--checkpoint`` that must exist."""
-    checkpoint = getattr(args, "checkpoint", None)
-    if checkpoint is not None:
-        from ..checkpoint import load_checkpoint
+def without_data(args: argparse.Namespace) -> tuple[argparse.Namespace, _NoData]:
+    """``args`` and a stand-in dataset for building configs before any data is read (a group
+    named by ``--privileged`` is checked against the data later)."""
+    return argparse.Namespace(**{**vars(args), "privileged": "auto"}), _NoData(args.dataset)
 
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
-        load_checkpoint(checkpoint)  # a file that is not a FairPrune checkpoint is refused now (nothing unpickled)
-    prune_config_from_args(argparse.Namespace(**{**vars(args), "privileged": "auto"}), _NoData(args.dataset))
+
+def checkpoint_before_work(args: argparse.Namespace) -> Any:
+    """The ``--checkpoint`` given, read and checked now (nothing unpickled); None when not given."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    from ..checkpoint import load_checkpoint
+
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+    return load_checkpoint(checkpoint)
+
+
+def check_args_before_work(args: argparse.Namespace) -> Any:
+    """Every setting that does not need the data, checked before anything is read, trained,
+    started or written: the pruning settings and a ``--checkpoint`` (returned, to be reused)."""
+    loaded = checkpoint_before_work(args)
+    prune_config_from_args(*without_data(args))
+    return loaded
 
 
 def prune_config_from_args(args: argparse.Namespace, dataset: Any) -> PruneConfig:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import SAMPLERS, SearchSpace, SweepConfig, default_baselines
 from ..sweep.study import grid_size
-from .common import _NoData, check_args_before_work, prune_config_from_args
+from .common import checkpoint_before_work, prune_config_from_args, without_data
 
 __all__ = [
     "add_sweep_arguments",
@@ -172,11 +172,12 @@ def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, value
             setattr(args, key, value)
 
 
-def check_sweep_args(args: argparse.Namespace) -> None:
-    """A new sweep's settings, all checked before any data, model, Ray, MLflow or folder exists."""
-    check_args_before_work(args)
-    unchecked = argparse.Namespace(**{**vars(args), "privileged": "auto"})
-    sweep_config_from_args(unchecked, _NoData(args.dataset), "check")
+def check_sweep_args(args: argparse.Namespace) -> Any:
+    """A new sweep's settings, all checked before any data, model, Ray, MLflow or folder exists;
+    returns the ``--checkpoint`` read (None when not given), to be reused."""
+    loaded = checkpoint_before_work(args)
+    sweep_config_from_args(*without_data(args), "check")
+    return loaded
 
 
 def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:

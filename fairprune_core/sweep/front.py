@@ -140,11 +140,8 @@ def front_picks(front: pd.DataFrame) -> dict[str, pd.Series]:
     validation Eopp1; every front point is feasible) and ``knee``. Empty for an empty front."""
     if front.empty:
         return {}
-    return {
-        "best-f1": front.loc[front["val_avg_f1"].idxmax()],
-        "fairest-feasible": front.loc[front["val_eopp1"].idxmin()],
-        "knee": knee(front),
-    }
+    picks = (front.loc[front["val_avg_f1"].idxmax()], front.loc[front["val_eopp1"].idxmin()], knee(front))
+    return dict(zip(ALIASES, picks, strict=True))
 
 
 def front_summary(trials: pd.DataFrame, floor: float) -> dict[str, float]:

@@ -368,18 +368,17 @@ class MlflowTracker:
         if client.search_registered_models(filter_string=f"name = '{registry}'"):
             known = {v.tags.get("model_id"): v.version for v in client.search_model_versions(f"name = '{registry}'")}
         versions: dict[str, str] = {}
-        for model_id, tags in members.items():
-            tags = {k: v for k, v in tags.items() if k != "description"}
+        for model_id, member in members.items():
+            tags = {k: v for k, v in member.items() if k != "description"}
             if model_id in known:
                 versions[model_id] = str(known[model_id])
                 for key, value in tags.items():
-                    client.set_model_version_tag(registry, known[model_id], key, value)
-                continue
-            version = mlflow.register_model(f"models:/{model_id}", registry, tags={**tags, "model_id": model_id})
-            versions[model_id] = str(version.version)
-        for model_id, tags in members.items():
-            if tags.get("description"):
-                client.update_model_version(registry, versions[model_id], description=tags["description"])
+                    client.set_model_version_tag(registry, versions[model_id], key, value)
+            else:
+                version = mlflow.register_model(f"models:/{model_id}", registry, tags={**tags, "model_id": model_id})
+                versions[model_id] = str(version.version)
+            if member.get("description"):
+                client.update_model_version(registry, versions[model_id], description=member["description"])
         for alias, model_id in aliases.items():
             client.set_registered_model_alias(registry, alias, versions[model_id])
         return versions
