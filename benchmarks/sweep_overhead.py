@@ -12,8 +12,9 @@ stores recorded, nothing sampled:
 * per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
   its ``timing/*`` metrics): the sampler's suggestion, trial start (from the suggestion to the
   trial's code running: a new Ray actor process and its imports, unless actors are reused),
-  pruning (curvature + selection, summed over steps), per-step validation, final evaluation and
-  bootstrap, logging (the rest of the MLflow run) and trial end (from the run's end to the tell);
+  pruning (curvature + selection, summed over steps), per-step validation, progress reports
+  (per-step Tune reports and MLflow curves), final evaluation and bootstrap, logging (the rest of
+  the MLflow run) and trial end (from the run's end to the tell);
 * idle slot time: concurrency x (first suggestion to last tell) minus the trials' occupancy.
 
 Shares are of the trial-slot time. Appends one labelled entry to
@@ -35,7 +36,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "sweep_overhead.json"
-PARTS = ("suggestion", "trial start", "pruning", "per-step validation", "final evaluation", "logging", "trial end")
+PARTS = (
+    "suggestion",
+    "trial start",
+    "pruning",
+    "per-step validation",
+    "progress reports",
+    "final evaluation",
+    "logging",
+    "trial end",
+)
 
 
 def _run_sweep(work: Path, trials: int, concurrency: int, extra: list[str]) -> tuple[float, float, float, str]:
@@ -93,6 +103,7 @@ def _trials(work: Path) -> list[dict[str, Any]]:
                 "pruning_s": float(m.get("pruning_s", 0.0)),
                 "step_eval_s": float(m.get("step_validation_s", 0.0)),
                 "final_eval_s": float(m.get("final_evaluation_s", 0.0)),
+                "progress_s": float(m.get("progress_s", 0.0)),  # older sweeps: inside "logging"
                 "steps": int(m.get("steps", 0)),
             }
         )
@@ -105,11 +116,12 @@ def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrenc
     slots = concurrency * (last - first)
     parts = dict.fromkeys(PARTS, 0.0)
     for t in trials:
-        inside = t["pruning_s"] + t["step_eval_s"] + t["final_eval_s"]
+        inside = t["pruning_s"] + t["step_eval_s"] + t["final_eval_s"] + t["progress_s"]
         parts["suggestion"] += t["suggest_s"]
         parts["trial start"] += max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
         parts["pruning"] += t["pruning_s"]
         parts["per-step validation"] += t["step_eval_s"]
+        parts["progress reports"] += t["progress_s"]
         parts["final evaluation"] += t["final_eval_s"]
         parts["logging"] += max(0.0, (t["run_end"] - t["entered"]) - inside)
         parts["trial end"] += max(0.0, t["told"] - t["run_end"])

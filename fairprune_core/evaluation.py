@@ -71,19 +71,27 @@ def evaluate(
     intervals: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    logits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fairness and per-group accuracy metrics of ``model`` on one split.
 
     With ``intervals`` the result also holds ``"intervals"``: 95% BCa bootstrap intervals per
     metric (:func:`fairprune_core.stats.bca_intervals`; each contains its estimate), and the
-    result always holds ``"predictions"``.
+    result always holds ``"predictions"`` and ``"logits"``. ``logits``: the model's logits on this
+    split, already computed (the last pruning step's validation pass): not computed again.
     """
     from .stats import bca_intervals
 
-    logits = predict(model, data.images, batch_size=batch_size)
+    if logits is None:
+        logits = predict(model, data.images, batch_size=batch_size)
+    elif logits.shape != (len(data.labels), num_classes):
+        raise ValueError(
+            f"logits of shape {logits.shape} for a split of {len(data.labels)} images and {num_classes} classes"
+        )
     pred = logits.argmax(axis=1)
     result = fairness_metrics(data.labels, pred, data.groups, num_classes=num_classes)
     result["predictions"] = pred
+    result["logits"] = logits
     if intervals:
         result["intervals"] = bca_intervals(
             data.labels, pred, data.groups, num_classes=num_classes, n_boot=n_boot, seed=seed

@@ -30,12 +30,14 @@ from .metrics import fairness_metrics, flatten_metrics
 from .model import ModelConfig, build_model
 from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
 from .stats import Sanity, best_constant_f1, compare, permutation_null, sanity
+from .throttle import Throttle
 from .tracking import NullTracker, Tracker
 
 __all__ = [
     "Experiment",
     "MethodRecord",
     "Problem",
+    "Reference",
     "build_problem",
     "curvature_data",
     "group_params",
@@ -112,6 +114,17 @@ class Problem:
 
     def split(self, name: str) -> SplitArrays:
         return {"val": self.val, "test": self.test}[name]
+
+
+@dataclass
+class Reference:
+    """What every run on one problem is compared with, computed once (a sweep ships it to its
+    trials): the vanilla model's predictions and the best constant predictor's F1 per split, and
+    the vanilla model's validation metrics (step 0 of every pruning run, ``val_*``)."""
+
+    predictions: dict[str, np.ndarray]
+    constant_f1: dict[str, float]
+    validation: dict[str, float]
 
 
 def build_problem(
@@ -226,6 +239,8 @@ class Experiment:
         training: TrainingSetup | None = None,
         log: Callable[[str], None] | None = print,
         device: str | torch.device = "auto",
+        reference: Reference | None = None,
+        progress_every_s: float = 0.0,
     ) -> None:
         self.problem = problem
         self.training = training
@@ -237,8 +252,26 @@ class Experiment:
         self.f1_floor = f1_floor  # relative to vanilla: below it a model is collapsed (the sweep's rule)
         self.splits = tuple(splits)
         self.log = log
-        self._vanilla_pred: dict[str, np.ndarray] = {}
-        self._constant_f1: dict[str, float] = {}
+        self.progress_every_s = progress_every_s  # per-step curves reach the tracker at most this often
+        self._vanilla_pred: dict[str, np.ndarray] = dict(reference.predictions) if reference else {}
+        self._constant_f1: dict[str, float] = dict(reference.constant_f1) if reference else {}
+        self._initial_validation = dict(reference.validation) if reference else None
+
+    def reference(self) -> Reference:
+        """The vanilla model's predictions, constant-F1 and validation metrics, for other
+        experiments on the same problem (``Experiment(problem, reference=...)``)."""
+        p = self.problem
+        for split in self.splits:
+            if split not in self._constant_f1:
+                data = p.split(split)
+                self._constant_f1[split] = best_constant_f1(data.labels, data.groups, p.num_classes)
+        val = p.split("val")
+        m = fairness_metrics(val.labels, self.vanilla_predictions("val"), val.groups, num_classes=p.num_classes)
+        return Reference(
+            {s: self.vanilla_predictions(s) for s in self.splits},
+            dict(self._constant_f1),
+            flatten_metrics(m, prefix="val_"),
+        )
 
     def context(self, **overrides: Any) -> MethodContext:
         p = self.problem
@@ -249,6 +282,7 @@ class Experiment:
             p.data,
             p.val,
             self.curvature,
+            initial_validation=self._initial_validation,
             log=self.log,
             training=self.training,
         )
@@ -271,7 +305,10 @@ class Experiment:
         metrics, deltas, nulls, sanities = {}, {}, {}, {}
         for split in self.splits:
             data = p.split(split)
-            m = evaluate(output.model, data, num_classes=p.num_classes, intervals=True, n_boot=self.n_boot)
+            logits = output.val_logits if split == "val" else None  # the last pruning step's pass, if any
+            m = evaluate(
+                output.model, data, num_classes=p.num_classes, intervals=True, n_boot=self.n_boot, logits=logits
+            )
             metrics[split] = m
             nulls[split] = permutation_null(
                 data.labels, m["predictions"], data.groups, num_classes=p.num_classes, n_perm=self.n_boot
@@ -319,29 +356,29 @@ class Experiment:
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
         finish: Callable[[MethodRecord], None] | None = None,
         **context: Any,
     ) -> MethodRecord:
-        """Run, evaluate and track one method. ``finish(record)`` runs while its tracked run is open
-        (to add tags or report the record elsewhere); ``context`` overrides :class:`MethodContext` fields."""
+        """Run, evaluate and track one method. ``metrics`` are logged with the final ones;
+        ``finish(record)`` runs while its tracked run is open (to add tags or report the record
+        elsewhere); ``context`` overrides :class:`MethodContext` fields. Per-step curves reach the
+        tracker at most every ``progress_every_s`` seconds, all of them by the end."""
         tags = {"method": method.name, "role": method.role, **(tags or {})}
         with self.tracker.run(run_name or method.name, tags=tags) as run_id:
-            self.tracker.log_params({**method.hyperparameters(), **(params or {})})
-            user_step = context.pop("on_step", None)
-
-            def on_step(row: dict[str, float]) -> None:
-                curve = {f"{CURVE_PREFIX}{k}": row[k] for k in STEP_METRICS if k in row}
-                self.tracker.log_metrics(curve, step=int(row["step"]))
-                if user_step is not None:
-                    user_step(row)
-
+            self.tracker.log_params({**method.hyperparameters(), **(params or {}), **group_params(self.problem)})
+            progress = _Progress(self.tracker, self.progress_every_s, context.pop("on_step", None))
             t0 = time.perf_counter()
-            output = method.run(self.context(on_step=on_step, **context))
+            output = method.run(self.context(on_step=progress.on_step, **context))
+            progress.flush()
             t1 = time.perf_counter()
-            record = self.evaluate(method, output, t1 - t0)
+            if "validation" in context:  # its logits are not the validation split's evaluated here
+                output.val_logits = None
+            record = self.evaluate(method, output, t1 - t0 - progress.seconds)
             record.run_id = run_id
             record.extra["timing"] = _timing(output, final_evaluation=time.perf_counter() - t1)
-            self._track(record, run_name or method.name, tags)
+            record.extra["timing"]["progress_s"] = progress.seconds
+            self._track(record, run_name or method.name, tags, metrics or {})
             if finish is not None:
                 finish(record)
         return record
@@ -349,7 +386,7 @@ class Experiment:
     def run(self, methods: Sequence[Method], **kwargs: Any) -> list[MethodRecord]:
         return [self.run_method(m, **kwargs) for m in methods]
 
-    def _track(self, record: MethodRecord, name: str, tags: Mapping[str, str]) -> None:
+    def _track(self, record: MethodRecord, name: str, tags: Mapping[str, str], extra: Mapping[str, float]) -> None:
         """Final metrics, the model (named ``name``) and its tags. Everything is logged at the
         model's pruning step, where MLflow's model page reads a run's metrics: once per name."""
         if not self.tracker.enabled:
@@ -363,17 +400,16 @@ class Experiment:
                 val_eopp1_delta_ci_low=delta["low"],
                 val_eopp1_delta_ci_high=delta["high"],
             )
-        self.tracker.log_params(group_params(self.problem))
         # the model first (MLflow links the few curve values at its step), then the final metrics
         # linked to it by id: its page shows each once, without MLflow re-reading every metric's history
         logged = self.tracker.log_model(record.output.model, record.output.masks, name=name, tags=tags, step=step)
         record.model_id, record.model_uri, record.model_bytes = logged.model_id, logged.model_uri, logged.bytes
         timing = {f"timing/{k}": v for k, v in record.extra.get("timing", {}).items()}
         self.tracker.log_metrics(
-            {**metrics, "model_bytes": logged.bytes, **timing}, step=step, model_id=logged.model_id
+            {**metrics, "model_bytes": logged.bytes, **timing, **extra}, step=step, model_id=logged.model_id
         )
         # the in-memory model's validation logits, to check that the logged model predicts the same
-        self.tracker.log_array(predict(record.output.model, self.problem.val.images), "predictions/val_logits.npy")
+        self.tracker.log_array(record.metrics["val"]["logits"], "predictions/val_logits.npy")
         self.tracker.set_tags(
             {
                 "model_uri": logged.model_uri,
@@ -383,6 +419,38 @@ class Experiment:
                 "interval_method": "BCa",
             }
         )
+
+
+class _Progress:
+    """A run's per-step rows: handed on at once (``on_step``), logged as ``curve/*`` metrics in
+    batches when the throttle says so; ``seconds`` is the time this took (timing/progress_s)."""
+
+    def __init__(self, tracker: Tracker, every_s: float, then: Callable[[dict[str, float]], None] | None) -> None:
+        self.tracker = tracker
+        self.throttle = Throttle(every_s)
+        self.then = then
+        self.rows: list[tuple[int, dict[str, float], float]] = []
+        self.seconds = 0.0
+
+    def on_step(self, row: dict[str, float]) -> None:
+        t0 = time.perf_counter()
+        curve = {f"{CURVE_PREFIX}{k}": row[k] for k in STEP_METRICS if k in row}
+        self.rows.append((int(row["step"]), curve, time.time()))
+        if self.throttle.due():
+            self._flush()
+        if self.then is not None:
+            self.then(row)
+        self.seconds += time.perf_counter() - t0
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        self._flush()
+        self.seconds += time.perf_counter() - t0
+
+    def _flush(self) -> None:
+        if self.rows and self.tracker.enabled:
+            self.tracker.log_curves(self.rows)
+        self.rows = []
 
 
 def _timing(output: MethodOutput, *, final_evaluation: float) -> dict[str, float]:

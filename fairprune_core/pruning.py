@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -170,6 +171,7 @@ class PruneResult:
     masks: dict[str, torch.Tensor]  # True = kept
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    val_logits: np.ndarray | None = None  # the pruned model's logits on the validation split (its last step's pass)
 
     @property
     def achieved_ratio(self) -> float:
@@ -261,6 +263,7 @@ def prune_iteratively(
     stop_when: Callable[[dict[str, float]], str | None] | None = None,
     prune_biases: bool = False,
     initial_curvature: Mapping[str, DiagSums] | None = None,
+    initial_validation: Mapping[str, float] | None = None,
     inplace: bool = False,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
@@ -268,7 +271,8 @@ def prune_iteratively(
     """The pruning loop FairPrune and OBD share (see the module docstring).
 
     ``initial_curvature`` maps a group tag ("unprivileged", "privileged", "all") to curvature
-    sums of the UNPRUNED model at step 0, computed once and shared by many runs (a sweep).
+    sums of the UNPRUNED model at step 0, computed once and shared by many runs (a sweep);
+    ``initial_validation`` likewise holds its validation metrics (``val_*``, as recorded at step 0).
     ``stop_at`` (e.g. ``{"eopp1": 0.05}``) stops after the first step whose validation metric
     is at or below the target (a success: ``result.reached_target``). ``stop_when(record)`` may
     return a reason to stop after any step (e.g. validation F1 fell below a floor; a failure:
@@ -287,13 +291,18 @@ def prune_iteratively(
         raise ValueError("num_classes is needed to evaluate on the validation split")
     curvature_fn = _with_initial(curvature, initial_curvature)
     history: list[dict[str, float]] = []
+    last_logits: list[np.ndarray] = []  # the latest validation pass: the final evaluation reuses it
 
     def record(step: int, extra: dict[str, float]) -> dict[str, float]:
         pruned = layout.total - int(alive.sum())
         row = {"step": step, "pruned": float(pruned), "ratio": pruned / layout.total, **extra}
-        if validation is not None:
+        if validation is not None and step == 0 and initial_validation is not None:
+            row.update({k: float(v) for k, v in initial_validation.items()}, eval_seconds=0.0)
+        elif validation is not None:
             t0 = time.perf_counter()
-            row.update(flatten_metrics(evaluate(model, validation, num_classes=num_classes), prefix="val_"))
+            m = evaluate(model, validation, num_classes=num_classes)
+            last_logits[:] = [m["logits"]]
+            row.update(flatten_metrics(m, prefix="val_"))
             row["eval_seconds"] = time.perf_counter() - t0
         history.append(row)
         if on_step is not None:
@@ -328,7 +337,8 @@ def prune_iteratively(
         "stop_reason": stop[1] if stop else None,
         "prunable": layout.total,
     }
-    return PruneResult(model, layout.masks(alive), history, info)
+    final_logits = last_logits[0] if last_logits and len(history) > 1 else None
+    return PruneResult(model, layout.masks(alive), history, info, val_logits=final_logits)
 
 
 def _backend(
@@ -364,6 +374,7 @@ def fairprune(
     stop_when: Callable[[dict[str, float]], str | None] | None = None,
     prune_biases: bool = False,
     initial_curvature: Mapping[str, DiagSums] | None = None,
+    initial_validation: Mapping[str, float] | None = None,
     inplace: bool = False,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
@@ -389,6 +400,7 @@ def fairprune(
         stop_when=stop_when,
         prune_biases=prune_biases,
         initial_curvature=initial_curvature,
+        initial_validation=initial_validation,
         inplace=inplace,
         log=log,
         on_step=on_step,
@@ -412,6 +424,7 @@ def obd(
     num_classes: int | None = None,
     prune_biases: bool = False,
     initial_curvature: Mapping[str, DiagSums] | None = None,
+    initial_validation: Mapping[str, float] | None = None,
     inplace: bool = False,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
@@ -428,6 +441,7 @@ def obd(
         stop_when=stop_when,
         prune_biases=prune_biases,
         initial_curvature=initial_curvature,
+        initial_validation=initial_validation,
         inplace=inplace,
         log=log,
         on_step=on_step,

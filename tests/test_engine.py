@@ -154,7 +154,7 @@ def trial_context(problem):
     initial = experiment.curvature.compute(
         experiment.model, [("unprivileged", data.unprivileged), ("privileged", data.privileged)], 0
     )
-    return TrialContext(problem, initial, f1_floor=0.0, f1_floor_rel=0.0, n_boot=50)
+    return TrialContext(problem, initial, f1_floor=0.0, f1_floor_rel=0.0, n_boot=50, progress_every_s=0.0)
 
 
 def test_trial_reports_each_step_then_its_final_record(trial_context):
@@ -166,6 +166,56 @@ def test_trial_reports_each_step_then_its_final_record(trial_context):
     assert final["final"] and final["trial_number"] == 7
     assert final["val_avg_f1"] == rec.val_avg_f1 and final["constraint"] == [0.0 - rec.val_avg_f1]
     assert rec.feasible and not rec.aborted and rec.achieved_ratio == pytest.approx(0.1, abs=1e-4)
+
+
+def test_step_progress_is_throttled_and_the_final_report_always_sent(trial_context):
+    from dataclasses import replace
+
+    reports: list[dict] = []
+    rec = run_trial(
+        TrialSettings(7, 0.2, 0.05, 0.1), replace(trial_context, progress_every_s=3600), report=reports.append
+    )
+    assert [r["final"] for r in reports] == [True]  # a fast trial: no step waited an hour
+    assert reports[0]["val_avg_f1"] == rec.val_avg_f1
+
+
+def test_throttle():
+    from fairprune_core.throttle import Throttle
+
+    always, hourly = Throttle(0), Throttle(3600)
+    assert [always.due() for _ in range(3)] == [True] * 3
+    assert [hourly.due() for _ in range(3)] == [False] * 3
+    with pytest.raises(ValueError, match="every_s must be >= 0"):
+        Throttle(-1)
+
+
+def test_the_shipped_vanilla_reference_and_reused_validation_pass_change_nothing(problem, trial_context):
+    """A trial given the vanilla reference (predictions, step-0 validation metrics) and reusing
+    its last step's validation logits measures exactly what a trial computing them all does."""
+    from dataclasses import replace
+
+    from fairprune_core.evaluation import evaluate
+    from fairprune_core.methods.fairprune import FairPrune
+
+    reference = Experiment(problem, log=None).reference()
+    settings = TrialSettings(3, 0.3, 0.05, 0.1)
+    plain = run_trial(settings, trial_context)
+    shipped = run_trial(settings, replace(trial_context, reference=reference))
+    assert {k: v for k, v in vars(shipped).items()} == {k: v for k, v in vars(plain).items()}
+    # the step-0 row and the final metrics, against a fresh evaluation of each model
+    ex = Experiment(problem, log=None, reference=reference)
+    rec = ex.run_method(FairPrune(beta=0.3, step_ratio=0.05, final_ratio=0.1), initial_curvature=trial_context.initial)
+    fresh0 = evaluate(problem.build_model(), problem.val, num_classes=problem.num_classes)
+    assert rec.output.history[0]["val_avg_f1"] == fresh0["avg"]["f1"] and rec.output.history[0]["eval_seconds"] == 0
+    final = evaluate(rec.output.model, problem.val, num_classes=problem.num_classes)
+    np.testing.assert_array_equal(rec.metrics["val"]["predictions"], final["predictions"])
+    np.testing.assert_allclose(rec.metrics["val"]["logits"], final["logits"], rtol=1e-5, atol=1e-6)
+    assert rec.metrics["val"]["avg"] == final["avg"] and rec.metrics["val"]["eopp1"] == final["eopp1"]
+    no_ref = Experiment(problem, log=None)
+    again = no_ref.evaluate(FairPrune(beta=0.3, step_ratio=0.05, final_ratio=0.1), rec.output, 0.0)
+    for split in ("val", "test"):  # the paired change against vanilla and the collapse check agree
+        assert again.vs_vanilla[split]["eopp1"] == rec.vs_vanilla[split]["eopp1"]
+        assert again.sanity[split] == rec.sanity[split]
 
 
 def test_a_step_above_the_final_ratio_runs_with_step_equal_final(trial_context):

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,7 @@ class MethodContext:
     validation: SplitArrays
     curvature: CurvatureBackend
     initial_curvature: Mapping[str, DiagSums] | None = None  # the unpruned model's, shared by many runs
+    initial_validation: Mapping[str, float] | None = None  # the unpruned model's val_* metrics, likewise
     stop_when: Callable[[dict[str, float]], str | None] | None = None  # an abort rule (a failure)
     log: Callable[[str], None] | None = None
     on_step: Callable[[dict[str, float]], None] | None = None
@@ -68,6 +70,7 @@ class MethodOutput:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_kind: Literal["target", "abort"] | None = None  # target: the fairness target was met
     stop_reason: str | None = None
+    val_logits: np.ndarray | None = None  # ``model``'s logits on the context's validation split, if computed
 
     @property
     def achieved_ratio(self) -> float:
@@ -85,6 +88,7 @@ class MethodOutput:
             result.history,
             result.config.get("stop_kind"),
             result.config.get("stop_reason"),
+            result.val_logits,
         )
 
 

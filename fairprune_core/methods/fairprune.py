@@ -49,6 +49,7 @@ class FairPrune(Method):
             validation=context.validation,
             num_classes=context.num_classes,
             initial_curvature=context.initial_curvature,
+            initial_validation=context.initial_validation,
             stop_at={"eopp1": self.stop_eopp1} if self.stop_eopp1 is not None else None,
             stop_when=context.stop_when,
             log=context.log,

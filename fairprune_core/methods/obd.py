@@ -39,6 +39,7 @@ class OBD(Method):
             validation=context.validation,
             num_classes=context.num_classes,
             initial_curvature=context.initial_curvature,
+            initial_validation=context.initial_validation,
             log=context.log,
             on_step=context.on_step,
         )

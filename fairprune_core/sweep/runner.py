@@ -165,10 +165,13 @@ def _open_study(
     return study
 
 
-def _trial_context(cfg: SweepConfig, state: SweepState, problem: Problem, initial: dict[str, DiagSums]) -> TrialContext:
+def _trial_context(
+    cfg: SweepConfig, state: SweepState, experiment: Experiment, initial: dict[str, DiagSums]
+) -> TrialContext:
     return TrialContext(
-        problem=problem,
+        problem=experiment.problem,
         initial=initial,
+        reference=experiment.reference(),
         f1_floor=state.f1_floor_abs,
         f1_floor_rel=cfg.f1_floor,
         max_steps=cfg.space.max_steps,
@@ -337,7 +340,7 @@ def _run_locked(
                 f"{already} trials finished, running {cfg.num_trials - already} more ({cfg.sampler} sampler, "
                 f"{cfg.concurrency} at a time, {cfg.workers_per_trial} curvature workers per trial)"
             )
-            ctx = _trial_context(cfg, state, problem, initial)
+            ctx = _trial_context(cfg, state, experiment, initial)
             interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
         trials, front, aliases = _publish_front(tracker, state, cfg.directory, experiment_name)
     if interrupted:

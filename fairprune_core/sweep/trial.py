@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import SearchSpace
-from ..experiment import Experiment, MethodRecord, Problem
+from ..experiment import Experiment, MethodRecord, Problem, Reference
 from ..hessian import DiagSums
 from ..methods.fairprune import FairPrune
 from ..pruning import CurvatureBackend
+from ..throttle import Throttle
 from ..tracking import NullTracker, Tracker
 from .front import is_feasible
 
@@ -30,10 +31,12 @@ class TrialContext:
     problem: Problem
     initial: dict[str, DiagSums]  # the unpruned model's per-group curvature (step 0), shared
     f1_floor: float  # absolute (on validation)
+    reference: Reference | None = None  # vanilla's predictions and validation metrics, computed once
     f1_floor_rel: float = 0.9  # the same floor relative to vanilla's F1 (the collapse rule on every split)
     max_steps: int | None = None  # the search space's cap on pruning steps per trial
     abort_infeasible: bool = True
     n_boot: int = 500
+    progress_every_s: float = 10.0  # per-step progress (Tune reports, MLflow curves) at most this often
     stop_eopp1: float | None = None  # the paper's "until the target fairness metric is achieved"
     sweep_id: str = ""
     tracking_uri: str = ""
@@ -106,8 +109,14 @@ def _floor_rule(ctx: TrialContext) -> Callable[[dict[str, float]], str | None] |
     return below_floor
 
 
-def _step_report(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, float]], None]:
+def _step_report(report: Callable[[dict[str, Any]], None], every_s: float) -> Callable[[dict[str, float]], None]:
+    """Per-step progress to the scheduler, at most every ``every_s`` seconds: a Tune report waits
+    for the driver to take it, a round trip a fast pruning step should not pay each time."""
+    throttle = Throttle(every_s)
+
     def on_step(row: dict[str, float]) -> None:
+        if not throttle.due():
+            return
         # progress only: other keys than the objectives, so that an interrupted trial's last
         # report can never be mistaken for its final objectives
         report(
@@ -162,10 +171,11 @@ def run_trial(
     device: str = "cpu",
     entered: float | None = None,
 ) -> TrialRecord:
-    """FairPrune with ``settings`` from the shared context (step-0 curvature included), stopped
-    early once validation F1 falls below the floor (the trial is infeasible then) or, with
-    ``stop_eopp1``, once the fairness target is met (a success). ``report`` receives one
-    progress dict per pruning step and then the final one, while the trial's run is open.
+    """FairPrune with ``settings`` from the shared context (step-0 curvature and the vanilla
+    reference included), stopped early once validation F1 falls below the floor (the trial is
+    infeasible then) or, with ``stop_eopp1``, once the fairness target is met (a success).
+    ``report`` receives progress dicts (per pruning step, at most every ``ctx.progress_every_s``
+    seconds) and then the final one, while the trial's run is open.
     ``entered`` (unix time the trial process started the trial) is logged as ``timing/entered_unix``."""
     report = report or (lambda _: None)
     experiment = Experiment(
@@ -176,6 +186,8 @@ def run_trial(
         f1_floor=ctx.f1_floor_rel,
         log=None,
         device=device,
+        reference=ctx.reference,
+        progress_every_s=ctx.progress_every_s,
     )
     method = FairPrune(
         beta=settings.beta, step_ratio=settings.step, final_ratio=settings.final_ratio, stop_eopp1=ctx.stop_eopp1
@@ -185,8 +197,6 @@ def run_trial(
 
     def finish(rec: MethodRecord) -> None:
         trial = _record(settings, rec, ctx.f1_floor)
-        if entered is not None:  # unix time the trial's code started (benchmarks/sweep_overhead.py)
-            experiment.tracker.log_metrics({"timing/entered_unix": entered}, step=rec.final_step)
         experiment.tracker.set_tags(
             {
                 "feasible": str(trial.feasible).lower(),
@@ -211,9 +221,11 @@ def run_trial(
             "step_ratio_suggested": settings.step_ratio,
             "estimator": p.curvature.estimator,
         },
+        # unix time the trial's code started (benchmarks/sweep_overhead.py)
+        metrics={"timing/entered_unix": entered} if entered is not None else None,
         finish=finish,
         initial_curvature=ctx.initial,
         stop_when=_floor_rule(ctx),
-        on_step=_step_report(report),
+        on_step=_step_report(report, ctx.progress_every_s),
     )
     return result[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,10 @@ class Tracker(Protocol):
         """Log to the open run (and link to the logged model ``model_id``, shown on its page)."""
         ...
 
+    def log_curves(self, rows: Sequence[tuple[int, Mapping[str, float], float]]) -> None:
+        """Log per-step metrics to the open run in one call: (step, metrics, unix time) rows."""
+        ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_model(
         self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
@@ -77,6 +81,9 @@ class NullTracker:
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        pass
+
+    def log_curves(self, rows: Sequence[tuple[int, Mapping[str, float], float]]) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

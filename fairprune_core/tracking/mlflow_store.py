@@ -14,7 +14,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -247,6 +247,14 @@ class MlflowTracker:
         import mlflow
 
         mlflow.log_metrics(dict(metrics), step=step, model_id=model_id or None)
+
+    def log_curves(self, rows: Sequence[tuple[int, Mapping[str, float], float]]) -> None:
+        import mlflow
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, float(v), int(ts * 1000), step) for step, values, ts in rows for k, v in values.items()]
+        if metrics:
+            self._client().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
