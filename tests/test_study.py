@@ -241,3 +241,53 @@ def test_a_sweep_stored_before_the_step_cap_resumes_without_one():
     del d["space"]["max_steps"]
     assert SweepConfig.from_dict(d).space.max_steps is None
     assert SweepConfig.from_dict(SweepConfig(name="new").to_dict()).space.max_steps == 14
+
+
+# -- suggestions prepared while trials run (sweep.tune.StudySearcher) ---------------------------
+def test_the_next_suggestion_is_prepared_in_the_background_and_never_beyond_the_budget(tmp_path):
+    from fairprune_core.sweep.tune import StudySearcher
+
+    study = _study(tmp_path)
+    searcher = StudySearcher(study, 0.5, budget=3)
+    first = searcher.suggest("a")
+    assert first["trial_number"] == 0 and searcher._prepared is not None
+    number, _ = searcher._prepared.result()  # asked while trial 0 runs: it is in the journal as RUNNING
+    assert number == 1
+    assert [searcher.suggest(t)["trial_number"] for t in ("b", "c")] == [1, 2]
+    assert searcher._prepared is None and searcher.suggest("d") is None  # the budget is spent
+    searcher.on_trial_complete("a", {"final": True, "val_avg_f1": 0.8, "val_eopp1": 0.1, "mlflow_run_id": "r"})
+    searcher.release()
+    assert len(study.study.get_trials(states=(TrialState.COMPLETE,))) == 1
+    assert len(study.study.get_trials(states=(TrialState.RUNNING,))) == 2  # b and c, in flight
+
+
+def test_a_prepared_suggestion_never_handed_out_runs_on_resume(tmp_path):
+    from fairprune_core.sweep.tune import StudySearcher
+
+    study = _study(tmp_path)
+    searcher = StudySearcher(study, 0.5, budget=5)
+    handed = searcher.suggest("a")
+    prepared = searcher._prepared.result()[1]
+    searcher.on_trial_complete("a", {"final": True, "val_avg_f1": 0.8, "val_eopp1": 0.1})
+    searcher.release()  # the sweep stopped before a slot took the prepared suggestion
+    assert study.finished_count() == 1  # the prepared trial used no budget
+    again = _study(tmp_path)
+    number, params = again.ask()
+    assert params == prepared and params != {k: handed[k] for k in params}
+    assert again.study.trials[number].user_attrs["requeued_from"] == 1
+
+
+def test_the_gp_sampler_does_not_prepare_the_suggestion_it_just_handed_out(tmp_path):
+    """The prepared suggestion is asked while the previous one is in flight; Optuna's GP sampler
+    treats running trials as pending (batch acquisition), so it proposes another point."""
+    from fairprune_core.sweep.tune import StudySearcher
+
+    study = _study(tmp_path, sampler="gp", num_trials=12)  # 4 start-up trials
+    for _ in range(4):
+        n, p = study.ask()
+        study.tell(n, f1=0.5 + p["final_ratio"] / 2, eopp1=0.1 + p["beta"] / 10, floor=0.0)
+    searcher = StudySearcher(study, 0.0, budget=2)
+    handed = searcher.suggest("a")
+    _, prepared = searcher._prepared.result()
+    assert prepared != {k: handed[k] for k in prepared}
+    searcher.release()

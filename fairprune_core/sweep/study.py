@@ -13,6 +13,7 @@ final objectives is told FAIL and its settings are enqueued again with the user 
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -111,13 +112,15 @@ class SweepStudy:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(list(OBJECTIVES))
         self._asked: dict[int, Any] = {}
+        self._lock = threading.RLock()  # a suggestion may be prepared in another thread (sweep.tune)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher; a log function may not pickle
-        return {k: v for k, v in self.__dict__.items() if k != "log"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("log", "_lock")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.log = print
+        self._lock = threading.RLock()
 
     # -- setting up -----------------------------------------------------------------------------
     def enqueue_paper_settings(self) -> None:
@@ -181,10 +184,11 @@ class SweepStudy:
         from optuna.distributions import FloatDistribution
 
         dists = {k: FloatDistribution(lo, hi) for k, (lo, hi) in self.space.ranges().items()}
-        t0 = time.perf_counter()
-        trial = self.study.ask(dists)
-        trial.set_user_attr("ask_seconds", time.perf_counter() - t0)  # the sampler's cost, as the study grows
-        self._asked[trial.number] = trial
+        with self._lock:
+            t0 = time.perf_counter()
+            trial = self.study.ask(dists)
+            trial.set_user_attr("ask_seconds", time.perf_counter() - t0)  # the sampler's cost, as the study grows
+            self._asked[trial.number] = trial
         return trial.number, {k: float(trial.params[k]) for k in PARAMS}
 
     def tell(
@@ -200,12 +204,13 @@ class SweepStudy:
     ) -> None:
         """A finished trial's objectives and constraints (F1 floor, collapse: read by the sampler and
         by optuna-dashboard); its feasibility, collapse and run id as user attributes."""
-        trial = self._asked.pop(number)
-        set_constraints(self.storage, trial, [floor - f1, 1.0 if collapsed else 0.0])
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("feasible", bool(f1 >= floor and not collapsed) if feasible is None else bool(feasible))
-        trial.set_user_attr("collapsed", bool(collapsed))
-        self._tell(trial, [f1, eopp1])
+        with self._lock:
+            trial = self._asked.pop(number)
+            set_constraints(self.storage, trial, [floor - f1, 1.0 if collapsed else 0.0])
+            trial.set_user_attr("mlflow_run_id", run_id)
+            trial.set_user_attr("feasible", bool(f1 >= floor and not collapsed) if feasible is None else bool(feasible))
+            trial.set_user_attr("collapsed", bool(collapsed))
+            self._tell(trial, [f1, eopp1])
 
     def _tell(self, trial: Any, values: list[float] | None = None, **kwargs: Any) -> None:
         try:
@@ -220,9 +225,10 @@ class SweepStudy:
         """A trial that errored (counts against the budget) or was interrupted (runs again)."""
         from optuna.trial import TrialState
 
-        trial = self._asked.pop(number, None)
-        if trial is None:
-            return
-        self._tell(trial, state=TrialState.FAIL)
-        if interrupted:
-            self._requeue(number, trial.params)
+        with self._lock:
+            trial = self._asked.pop(number, None)
+            if trial is None:
+                return
+            self._tell(trial, state=TrialState.FAIL)
+            if interrupted:
+                self._requeue(number, trial.params)
