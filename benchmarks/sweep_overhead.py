@@ -10,8 +10,10 @@ stores recorded, nothing sampled:
 * preamble: from the command's start to the first trial's suggestion (Python and Ray start-up,
   the data, the baselines, the shared step-0 curvature);
 * per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
-  its ``timing/*`` metrics): the sampler's suggestion, trial start (from the suggestion to the
-  trial's code running: a new Ray actor process and its imports, unless actors are reused),
+  its ``timing/*`` metrics): the slot's wait for the sampler's suggestion (none when it was
+  prepared while trials ran; the sampler's own time is listed below the table), trial start
+  (from the suggestion to the trial's code running: a new Ray actor process and its imports,
+  unless actors are reused),
   pruning (curvature + selection, summed over steps), per-step validation, progress reports
   (per-step Tune reports and MLflow curves), final evaluation and bootstrap, logging (the rest of
   the MLflow run) and trial end (from the run's end to the tell);
@@ -48,17 +50,20 @@ PARTS = (
 )
 
 
-def _run_sweep(work: Path, trials: int, concurrency: int, extra: list[str]) -> tuple[float, float, float, str]:
-    """(start, end, pretrain seconds, stdout) of one sweep in ``work``; the model is pre-trained first."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _run_sweep(
+    work: Path, trials: int, concurrency: int, extra: list[str], repo: Path = REPO
+) -> tuple[float, float, float, str]:
+    """(start, end, pretrain seconds, stdout) of one sweep in ``work``; the model is pre-trained first.
+    ``repo``: a checkout whose code runs (e.g. a git worktree of an older commit, for "before")."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(repo))  # Ray's workers inherit it
     env.pop("RAY_ADDRESS", None)
     t0 = time.time()
     subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "pretrain.py")], cwd=work, env=env, check=True, capture_output=True
+        [sys.executable, str(repo / "sweeps" / "pretrain.py")], cwd=work, env=env, check=True, capture_output=True
     )
     pretrain = time.time() - t0
     cmd = [
-        sys.executable, str(REPO / "sweeps" / "pareto.py"),
+        sys.executable, str(repo / "sweeps" / "pareto.py"),
         "--trials", str(trials), "--concurrency", str(concurrency),
         "--storage", str(work / "sweeps"), "--name", "overhead",
         "--tracking-uri", f"sqlite:///{work}/mlflow.db", *extra,
@@ -73,6 +78,12 @@ def _run_sweep(work: Path, trials: int, concurrency: int, extra: list[str]) -> t
 
 def _stamp(dt: datetime) -> float:
     return dt.timestamp()
+
+
+def _slot_asked(t: Any) -> float:
+    if "handed_unix" in t.user_attrs:
+        return float(t.user_attrs["handed_unix"]) - float(t.user_attrs.get("waited_s", 0.0))
+    return _stamp(t.datetime_start)
 
 
 def _trials(work: Path) -> list[dict[str, Any]]:
@@ -94,9 +105,12 @@ def _trials(work: Path) -> list[dict[str, Any]]:
         out.append(
             {
                 "number": t.number,
-                "asked": _stamp(t.datetime_start),
+                # the slot's trial begins when the slot asks for a suggestion: then, unless it was
+                # prepared while trials ran (handed_unix - waited_s; older sweeps: the ask itself)
+                "asked": _slot_asked(t),
                 "told": _stamp(t.datetime_complete),
-                "suggest_s": float(t.user_attrs.get("ask_seconds", 0.0)),
+                "suggest_s": float(t.user_attrs.get("waited_s", t.user_attrs.get("ask_seconds", 0.0))),
+                "sampler_s": float(t.user_attrs.get("ask_seconds", 0.0)),
                 "entered": float(m.get("entered_unix", run["start_time"].timestamp())),
                 "run_start": run["start_time"].timestamp(),
                 "run_end": run["end_time"].timestamp(),
@@ -136,8 +150,17 @@ def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrenc
         "idle_s": max(0.0, slots - occupied),
         "shares_of_slot_time": {k: v / slots for k, v in {**parts, "idle": max(0.0, slots - occupied)}.items()},
         "steps_per_trial": [t["steps"] for t in trials],
-        "suggest_s_by_trial": [round(t["suggest_s"], 3) for t in trials],
+        "suggest_s_by_trial": [round(t["suggest_s"], 3) for t in trials],  # what the slot waited
+        "sampler_s_by_trial": [round(t["sampler_s"], 3) for t in trials],  # what the sampler took
+        "sampler_total_s": sum(t["sampler_s"] for t in trials),
     }
+
+
+def _commit(repo: Path) -> str:
+    """The commit the measured code is at (+ "-dirty" with uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True)
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def table(entry: dict[str, Any]) -> str:
@@ -151,6 +174,8 @@ def table(entry: dict[str, Any]) -> str:
         lines.append(f"{k:<22}{v:9.1f}{b['shares_of_slot_time'][k]:19.1%}")
     lines.append(f"{'idle slot time':<22}{b['idle_s']:9.1f}{b['shares_of_slot_time']['idle']:19.1%}")
     lines.append(f"{'trial-slot time':<22}{b['slot_s']:9.1f}")
+    if "sampler_total_s" in b:
+        lines.append(f"the sampler itself took {b['sampler_total_s']:.1f}s in all (in the driver)")
     return "\n".join(lines)
 
 
@@ -160,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="the checkout whose sweep runs (default: this one), e.g. a "
+        "worktree of an older commit: git worktree add /tmp/before <commit>",
+    )  # fmt: skip
     args, extra = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        start, end, pretrain, _ = _run_sweep(work, args.trials, args.concurrency, extra)
+        start, end, pretrain, _ = _run_sweep(work, args.trials, args.concurrency, extra, args.repo.resolve())
         trials = _trials(work)
     entry = {
         "label": args.label,
@@ -171,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "trials": args.trials,
         "concurrency": args.concurrency,
         "extra_flags": extra,
+        "code": _commit(args.repo.resolve()),
         "cpus": os.cpu_count(),
         "pretrain_s_not_counted": pretrain,
         "breakdown": breakdown(trials, start, end, args.concurrency),

@@ -191,6 +191,14 @@ class SweepStudy:
             self._asked[trial.number] = trial
         return trial.number, {k: float(trial.params[k]) for k in PARAMS}
 
+    def mark_handed(self, number: int, *, waited_s: float) -> None:
+        """Record when trial ``number`` went to a trial slot, and how long the slot waited for
+        the sampler (0 for a suggestion prepared in time): user attrs ``handed_unix``, ``waited_s``."""
+        with self._lock:
+            trial = self._asked[number]
+            trial.set_user_attr("handed_unix", time.time())
+            trial.set_user_attr("waited_s", waited_s)
+
     def tell(
         self,
         number: int,

@@ -54,8 +54,10 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.handed >= self.budget:
             return None
+        t0 = time.perf_counter()
         number, params = self._prepared.result() if self._prepared is not None else self.study.ask()
         self._prepared = None
+        self.study.mark_handed(number, waited_s=time.perf_counter() - t0)
         self.handed += 1
         self._numbers[trial_id] = number
         if self.prepare and self.handed < self.budget:
