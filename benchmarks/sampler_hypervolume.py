@@ -1,6 +1,8 @@
 """Which Optuna sampler should the sweep use by default? Hypervolume after the default budget.
 
     python benchmarks/sampler_hypervolume.py      # ~10-15 min on 2 cores; writes benchmarks/results/
+    python benchmarks/sampler_hypervolume.py --samplers gp --lags 1 2 --no-grid --out sampler_lag
+        # the GP sampler as a 2-slot sweep asks it: at once (lag 1) or prepared while trials run (lag 2)
 
 On the synthetic default (demo model, the sweep's curvature settings), every sampler runs the
 default trial budget (the paper's two settings first, as in the sweep) for several seeds; the
@@ -57,12 +59,13 @@ def _setup(cache_dir: str | None) -> None:
     _STATE.update(ctx=ctx, floor=floor, cfg=cfg)
 
 
-def _objective(beta: float, step: float, final: float) -> tuple[float, float, bool]:
-    """Exactly what a sweep trial computes (``run_trial``), without Tune and MLflow."""
+def _objective(beta: float, step: float, final: float) -> tuple[float, float, bool, bool]:
+    """Exactly what a sweep trial computes (``run_trial``), without Tune and MLflow:
+    (val F1, val Eopp1, feasible, collapsed)."""
     from fairprune_core.sweep.trial import TrialSettings, run_trial
 
     rec = run_trial(TrialSettings(-1, beta, step, final), _STATE["ctx"])
-    return rec.val_avg_f1, rec.val_eopp1, rec.feasible
+    return rec.val_avg_f1, rec.val_eopp1, rec.feasible, rec.collapsed
 
 
 def _hv_curve(points: list[tuple[float, float, bool]]) -> list[float]:
@@ -77,13 +80,16 @@ def _hv_curve(points: list[tuple[float, float, bool]]) -> list[float]:
     ]
 
 
-def run_sampler(args: tuple[str, int, int, str | None]) -> dict:
+def run_sampler(args: tuple[str, int, int, str | None, int]) -> dict:
+    """One sampler run. ``lag``: suggestions asked before the oldest one's result is told (0:
+    one trial at a time; a sweep of 2 slots: 1; with its next suggestion prepared while trials
+    run: 2), trials finishing in the order they were asked."""
     import optuna
 
     from fairprune_core.config import PAPER_SETTINGS
-    from fairprune_core.sweep.study import make_sampler, set_constraint
+    from fairprune_core.sweep.study import make_sampler, set_constraints
 
-    kind, seed, budget, cache_dir = args
+    kind, seed, budget, cache_dir, lag = args
     if not _STATE:
         _setup(cache_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,20 +99,23 @@ def run_sampler(args: tuple[str, int, int, str | None]) -> dict:
     )
     for p in PAPER_SETTINGS:
         study.enqueue_trial(p)
+    dists = {k: optuna.distributions.FloatDistribution(lo, hi) for k, (lo, hi) in space.ranges().items()}
     points: list[tuple[float, float, bool]] = []
+    in_flight: list = []
     t0 = time.time()
-    for _ in range(budget):
-        trial = study.ask()
-        beta = trial.suggest_float("beta", *space.beta)
-        step = trial.suggest_float("step_ratio", *space.step_ratio)
-        final = trial.suggest_float("final_ratio", *space.final_ratio)
-        f1, e, ok = _objective(beta, step, final)
-        set_constraint(trial, _STATE["floor"] - f1)
+    while len(points) < budget:
+        while len(in_flight) <= lag and len(points) + len(in_flight) < budget:
+            in_flight.append(study.ask(dists))
+        trial = in_flight.pop(0)
+        p = trial.params
+        f1, e, ok, collapsed = _objective(p["beta"], p["step_ratio"], p["final_ratio"])
+        set_constraints(study._storage, trial, [_STATE["floor"] - f1, 1.0 if collapsed else 0.0])
         study.tell(trial, [f1, e])
         points.append((f1, e, ok))
     return {
         "sampler": kind,
         "seed": seed,
+        "lag": lag,
         "hv_curve": _hv_curve(points),
         "feasible": sum(p[2] for p in points),
         "points": points,
@@ -121,7 +130,7 @@ def run_grid(args: tuple[int, str | None]) -> dict:
     points = []
     t0 = time.time()
     for beta, final, step in itertools.product(GRID["beta"], GRID["final_ratio"], GRID["step_ratio"]):
-        points.append(_objective(beta, step, final))
+        points.append(_objective(beta, step, final)[:3])
     return {
         "sampler": "paper grid",
         "seed": 0,
@@ -132,71 +141,88 @@ def run_grid(args: tuple[int, str | None]) -> dict:
     }
 
 
+def _key(run: dict, lags: list[int]) -> str:
+    return run["sampler"] if len(lags) == 1 or run["sampler"] == "paper grid" else f"{run['sampler']} lag {run['lag']}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=int, default=30, help="trials per sampler run (the sweep's default)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "gp", "random"])
+    p.add_argument(
+        "--lags", nargs="+", type=int, default=[0], help="suggestions asked ahead of results (see run_sampler)"
+    )
+    p.add_argument("--no-grid", action="store_true", help="skip the paper's grid")
+    p.add_argument("--out", default="sampler_hypervolume", help="file stem in benchmarks/results/")
     p.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args()
-    jobs = [(k, s, args.budget, args.cache_dir) for k in args.samplers for s in range(args.seeds)]
+    jobs = [
+        (k, s, args.budget, args.cache_dir, lag) for k in args.samplers for lag in args.lags for s in range(args.seeds)
+    ]
     _setup(args.cache_dir)  # data cache and the demo model, once, before the workers start
     _STATE.clear()
     t0 = time.time()
     with ProcessPoolExecutor(args.processes) as pool:
-        grid_future = pool.submit(run_grid, (0, args.cache_dir))
+        grid_future = None if args.no_grid else pool.submit(run_grid, (0, args.cache_dir))
         runs = list(pool.map(run_sampler, jobs))
-        runs.append(grid_future.result())
+        if grid_future is not None:
+            runs.append(grid_future.result())
     summary = {}
-    for kind in [*args.samplers, "paper grid"]:
-        rs = [r for r in runs if r["sampler"] == kind]
+    keys = list(dict.fromkeys(_key(r, args.lags) for r in runs))
+    for key in keys:
+        rs = [r for r in runs if _key(r, args.lags) == key]
         finals = [r["hv_curve"][-1] for r in rs]
-        summary[kind] = {
+        summary[key] = {
             "trials": len(rs[0]["hv_curve"]),
             "hypervolume_mean": statistics.mean(finals),
             "hypervolume_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
             "hypervolume_runs": finals,
             "feasible_mean": statistics.mean(r["feasible"] for r in rs),
         }
-    best = max(args.samplers, key=lambda k: summary[k]["hypervolume_mean"])
+    best = max((k for k in keys if k != "paper grid"), key=lambda k: summary[k]["hypervolume_mean"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": "hypervolume of the feasible validation front after the default budget",
         "reference_point": "(0.9 x vanilla val F1, Eopp1 = 1)",
+        "lags": args.lags,
         "summary": summary,
         "best_sampler": best,
         "wall_s": time.time() - t0,
         "runs": runs,
     }
-    (RESULTS / "sampler_hypervolume.json").write_text(json.dumps(out, indent=1))
-    _plot(runs, args.samplers, RESULTS / "sampler_hypervolume.png")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=1))
+    _plot(runs, keys, RESULTS / f"{args.out}.png", args.lags)
     for kind, s in summary.items():
         print(
             f"{kind:12s} HV {s['hypervolume_mean']:.5f} +- {s['hypervolume_sd']:.5f} after {s['trials']} trials, "
             f"{s['feasible_mean']:.1f} feasible"
         )
-    print(f"best sampler: {best}; wrote {RESULTS / 'sampler_hypervolume.json'}")
+    print(f"best: {best}; wrote {RESULTS / (args.out + '.json')}")
 
 
-def _plot(runs: list[dict], samplers: list[str], path: Path) -> None:
+def _plot(runs: list[dict], keys: list[str], path: Path, lags: list[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for kind in samplers:
-        curves = np.array([r["hv_curve"] for r in runs if r["sampler"] == kind])
+    for key in keys:
+        if key == "paper grid":
+            continue
+        curves = np.array([r["hv_curve"] for r in runs if _key(r, lags) == key])
         mean, sd = curves.mean(0), curves.std(0)
         x = np.arange(1, curves.shape[1] + 1)
-        ax.plot(x, mean, label=kind)
+        ax.plot(x, mean, label=key)
         ax.fill_between(x, mean - sd, mean + sd, alpha=0.15)
-    grid = next(r for r in runs if r["sampler"] == "paper grid")
-    ax.plot(np.arange(1, len(grid["hv_curve"]) + 1), grid["hv_curve"], "k--", label="paper grid (32)")
+    grid = next((r for r in runs if r["sampler"] == "paper grid"), None)
+    if grid is not None:
+        ax.plot(np.arange(1, len(grid["hv_curve"]) + 1), grid["hv_curve"], "k--", label="paper grid (32)")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume of the feasible validation front")
-    ax.set_title("Sampler comparison on the synthetic default (mean +- sd over seeds)")
+    ax.set_title("Samplers on the synthetic default (mean +- sd over seeds)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -11,7 +11,8 @@ stores recorded, nothing sampled:
   the data, the baselines, the shared step-0 curvature);
 * per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
   its ``timing/*`` metrics): the slot's wait for the sampler's suggestion (none when it was
-  prepared while trials ran; the sampler's own time is listed below the table), trial start
+  prepared while trials ran; the sampler's own time is listed below the table), worker start
+  (a warm worker's first trial: its process, imports and first MLflow connection), trial start
   (from the suggestion to the trial's code running: a new Ray actor process and its imports,
   unless actors are reused),
   pruning (curvature + selection, summed over steps), per-step validation, progress reports
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "sweep_overhead.json"
 PARTS = (
     "suggestion",
+    "worker start",
     "trial start",
     "pruning",
     "per-step validation",
@@ -113,6 +115,7 @@ def _trials(work: Path) -> list[dict[str, Any]]:
                 "sampler_s": float(t.user_attrs.get("ask_seconds", 0.0)),
                 "entered": float(m.get("entered_unix", run["start_time"].timestamp())),
                 "run_start": run["start_time"].timestamp(),
+                "process": str(run.get("tags.trial_process", "")),
                 "run_end": run["end_time"].timestamp(),
                 "pruning_s": float(m.get("pruning_s", 0.0)),
                 "step_eval_s": float(m.get("step_validation_s", 0.0)),
@@ -129,15 +132,21 @@ def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrenc
     first, last = min(t["asked"] for t in trials), max(t["told"] for t in trials)
     slots = concurrency * (last - first)
     parts = dict.fromkeys(PARTS, 0.0)
+    seen: set[str] = set()
     for t in trials:
         inside = t["pruning_s"] + t["step_eval_s"] + t["final_eval_s"] + t["progress_s"]
+        start = max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
+        connect = max(0.0, t["run_start"] - t["entered"])  # MLflow's store, the model, the run
+        # a warm worker's first trial pays its process, imports and first MLflow connection
+        cold = bool(t["process"]) and t["process"] not in seen
+        seen.add(t["process"])
         parts["suggestion"] += t["suggest_s"]
-        parts["trial start"] += max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
+        parts["worker start" if cold else "trial start"] += start + (connect if cold else 0.0)
         parts["pruning"] += t["pruning_s"]
         parts["per-step validation"] += t["step_eval_s"]
         parts["progress reports"] += t["progress_s"]
         parts["final evaluation"] += t["final_eval_s"]
-        parts["logging"] += max(0.0, (t["run_end"] - t["entered"]) - inside)
+        parts["logging"] += max(0.0, (t["run_end"] - t["run_start"]) - inside) + (0.0 if cold else connect)
         parts["trial end"] += max(0.0, t["told"] - t["run_end"])
     occupied = sum(t["told"] - t["asked"] for t in trials)
     return {

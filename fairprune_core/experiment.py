@@ -120,11 +120,14 @@ class Problem:
 class Reference:
     """What every run on one problem is compared with, computed once (a sweep ships it to its
     trials): the vanilla model's predictions and the best constant predictor's F1 per split, and
-    the vanilla model's validation metrics (step 0 of every pruning run, ``val_*``)."""
+    the vanilla model's validation metrics (step 0 of every pruning run, ``val_*``). Computed on
+    ``device``: an experiment on another kind of device computes its own (float results, hence an
+    argmax at a tie, may differ between devices; a model "predicts like vanilla" on one)."""
 
     predictions: dict[str, np.ndarray]
     constant_f1: dict[str, float]
     validation: dict[str, float]
+    device: str = "cpu"
 
 
 def build_problem(
@@ -253,6 +256,8 @@ class Experiment:
         self.splits = tuple(splits)
         self.log = log
         self.progress_every_s = progress_every_s  # per-step curves reach the tracker at most this often
+        if reference is not None and reference.device != self.device.type:
+            reference = None  # computed on another kind of device: this experiment computes its own
         self._vanilla_pred: dict[str, np.ndarray] = dict(reference.predictions) if reference else {}
         self._constant_f1: dict[str, float] = dict(reference.constant_f1) if reference else {}
         self._initial_validation = dict(reference.validation) if reference else None
@@ -271,6 +276,7 @@ class Experiment:
             {s: self.vanilla_predictions(s) for s in self.splits},
             dict(self._constant_f1),
             flatten_metrics(m, prefix="val_"),
+            self.device.type,
         )
 
     def context(self, **overrides: Any) -> MethodContext:
@@ -368,6 +374,8 @@ class Experiment:
         with self.tracker.run(run_name or method.name, tags=tags) as run_id:
             self.tracker.log_params({**method.hyperparameters(), **(params or {}), **group_params(self.problem)})
             progress = _Progress(self.tracker, self.progress_every_s, context.pop("on_step", None))
+            if "validation" in context:  # another split than the problem's: the step-0 metrics do not apply
+                context.setdefault("initial_validation", None)
             t0 = time.perf_counter()
             output = method.run(self.context(on_step=progress.on_step, **context))
             progress.flush()

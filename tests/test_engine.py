@@ -305,3 +305,13 @@ def test_sweep_settings_out_of_range_are_refused_naming_the_flag(field, value, f
 def test_prune_settings_out_of_range_are_refused_naming_the_flag(field, value, flag):
     with pytest.raises(ValueError, match=flag):
         PruneConfig(**{field: value})
+
+
+def test_a_reference_computed_on_another_kind_of_device_is_not_used(problem):
+    from dataclasses import replace
+
+    reference = Experiment(problem, log=None, device="cpu").reference()
+    assert reference.device == "cpu"
+    assert Experiment(problem, log=None, device="cpu", reference=reference).context().initial_validation
+    elsewhere = Experiment(problem, log=None, device="cpu", reference=replace(reference, device="cuda"))
+    assert elsewhere.context().initial_validation is None  # its own step-0 validation pass instead
