@@ -222,7 +222,10 @@ def _plot(runs: list[dict], keys: list[str], path: Path, lags: list[int]) -> Non
         ax.plot(np.arange(1, len(grid["hv_curve"]) + 1), grid["hv_curve"], "k--", label="paper grid (32)")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume of the feasible validation front")
-    ax.set_title("Samplers on the synthetic default (mean +- sd over seeds)")
+    title = "Samplers on the synthetic default (mean +- sd over seeds)"
+    if len(lags) > 1:
+        title += "\nlag: suggestions asked before the oldest in-flight trial's result is told"
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -135,13 +135,13 @@ def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrenc
     seen: set[str] = set()
     for t in trials:
         inside = t["pruning_s"] + t["step_eval_s"] + t["final_eval_s"] + t["progress_s"]
-        start = max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
+        begin = max(0.0, t["entered"] - t["asked"] - t["suggest_s"])
         connect = max(0.0, t["run_start"] - t["entered"])  # MLflow's store, the model, the run
         # a warm worker's first trial pays its process, imports and first MLflow connection
         cold = bool(t["process"]) and t["process"] not in seen
         seen.add(t["process"])
         parts["suggestion"] += t["suggest_s"]
-        parts["worker start" if cold else "trial start"] += start + (connect if cold else 0.0)
+        parts["worker start" if cold else "trial start"] += begin + (connect if cold else 0.0)
         parts["pruning"] += t["pruning_s"]
         parts["per-step validation"] += t["step_eval_s"]
         parts["progress reports"] += t["progress_s"]
