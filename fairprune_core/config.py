@@ -217,8 +217,10 @@ RESUMABLE_FIELDS = frozenset(
         "device",
         "address",
         "tracking_uri",
+        "prepare_suggestions",
     }
 )
+PREPARE = ("auto", "always", "never")  # suggestions asked ahead while trials run (sweep.tune.StudySearcher)
 
 
 @dataclass(frozen=True)
@@ -249,8 +251,13 @@ class SweepConfig:
     tracking_uri: str | None = None  # default: MLflow's own (sqlite:///<cwd>/mlflow.db)
     experiment: str | None = None  # default: fairprune-<dataset>
     address: str | None = None  # Ray address (default: $RAY_ADDRESS, else local)
+    prepare_suggestions: str = "auto"  # auto: when the sampler costs > 2% of a trial (sweep.tune.StudySearcher)
 
     def __post_init__(self) -> None:
+        if self.prepare_suggestions not in PREPARE:
+            raise ValueError(
+                f"--prepare-suggestions must be one of {', '.join(PREPARE)}, got {self.prepare_suggestions!r}"
+            )
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_trials < 1:

@@ -58,6 +58,7 @@ RESUMABLE = {
     "device": "device",
     "address": "address",
     "tracking_uri": "tracking_uri",
+    "prepare_suggestions": "prepare_suggestions",
 }
 LOCATORS = {"resume", "name", "storage", "config", "smoke_test"}
 

@@ -81,6 +81,7 @@ CASES = [
     ("pareto", ["--baselines", "vanilla,foo"], ["--baselines", "foo"]),
     ("pareto", ["--baselines", "obd"], ["--baselines", "vanilla"]),
     ("pareto", ["--sampler", "foo"], ["--sampler", "invalid choice"]),
+    ("pareto", ["--prepare-suggestions", "sometimes"], ["--prepare-suggestions", "invalid choice"]),
     ("pareto", ["--tracking-uri", "ftp://example.org/x"], ["ftp", "tracking"]),
     ("pareto", ["--tracking-uri", UNREACHABLE], ["cannot reach the MLflow tracking server", "mlflow server"]),
     ("pareto", ["--config", "missing.yaml"], ["missing.yaml"]),

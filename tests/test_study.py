@@ -248,7 +248,7 @@ def test_the_next_suggestion_is_prepared_in_the_background_and_never_beyond_the_
     from fairprune_core.sweep.tune import StudySearcher
 
     study = _study(tmp_path)
-    searcher = StudySearcher(study, 0.5, budget=3)
+    searcher = StudySearcher(study, 0.5, budget=3, prepare="always")
     first = searcher.suggest("a")
     assert first["trial_number"] == 0 and searcher._prepared is not None
     number, _ = searcher._prepared.result()  # asked while trial 0 runs: it is in the journal as RUNNING
@@ -265,7 +265,7 @@ def test_a_prepared_suggestion_never_handed_out_runs_on_resume(tmp_path):
     from fairprune_core.sweep.tune import StudySearcher
 
     study = _study(tmp_path)
-    searcher = StudySearcher(study, 0.5, budget=5)
+    searcher = StudySearcher(study, 0.5, budget=5, prepare="always")
     handed = searcher.suggest("a")
     prepared = searcher._prepared.result()[1]
     searcher.on_trial_complete("a", {"final": True, "val_avg_f1": 0.8, "val_eopp1": 0.1})
@@ -286,8 +286,41 @@ def test_the_gp_sampler_does_not_prepare_the_suggestion_it_just_handed_out(tmp_p
     for _ in range(4):
         n, p = study.ask()
         study.tell(n, f1=0.5 + p["final_ratio"] / 2, eopp1=0.1 + p["beta"] / 10, floor=0.0)
-    searcher = StudySearcher(study, 0.0, budget=2)
+    searcher = StudySearcher(study, 0.0, budget=2, prepare="always")
     handed = searcher.suggest("a")
     _, prepared = searcher._prepared.result()
     assert prepared != {k: handed[k] for k in prepared}
     searcher.release()
+
+
+def test_auto_prepares_only_when_the_sampler_costs_more_than_a_sliver_of_a_trial(tmp_path):
+    from fairprune_core.sweep.tune import PREPARE_ABOVE, StudySearcher
+
+    final = {"final": True, "val_avg_f1": 0.8, "val_eopp1": 0.1}
+    for trial_s, prepared in ((1e6, False), (1e-9, True)):  # trials far longer / shorter than a suggestion
+        (tmp_path / str(prepared)).mkdir()
+        study = _study(tmp_path / str(prepared))
+        searcher = StudySearcher(study, 0.5, budget=4)  # auto
+        searcher.suggest("a")
+        assert searcher._prepared is None  # no finished trial to compare the sampler's cost with yet
+        searcher.on_trial_complete("a", {**final, "time_total_s": trial_s})
+        searcher.suggest("b")
+        assert (searcher._prepared is not None) is prepared, (trial_s, PREPARE_ABOVE)
+        searcher.release()
+    (tmp_path / "never").mkdir()
+    never = StudySearcher(_study(tmp_path / "never"), 0.5, budget=4, prepare="never")
+    never.suggest("a")
+    never.on_trial_complete("a", {**final, "time_total_s": 1e-9})
+    never.suggest("b")
+    assert never._prepared is None
+
+
+def test_prepare_suggestions_is_checked_and_may_change_on_resume():
+    from fairprune_core.config import SweepConfig
+
+    with pytest.raises(ValueError, match="--prepare-suggestions must be one of auto, always, never"):
+        SweepConfig(name="x", prepare_suggestions="sometimes")
+    assert SweepConfig(name="x").resumed(prepare_suggestions="never").prepare_suggestions == "never"
+    old = SweepConfig(name="x").to_dict()
+    del old["prepare_suggestions"]  # a sweep stored before the setting existed
+    assert SweepConfig.from_dict(old).prepare_suggestions == "auto"

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import SAMPLERS, SearchSpace, SweepConfig, default_baselines
+from ..config import PREPARE, SAMPLERS, SearchSpace, SweepConfig, default_baselines
 from ..sweep.study import grid_size
 from .common import checkpoint_before_work, prune_config_from_args, without_data
 
@@ -40,6 +40,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "paper's protocol, beta 0.1/0.2/0.33/0.5 x final 0.2/0.35/0.5/0.65 x step 0.05/0.1",
     )
     g.add_argument("--search-seed", type=int, default=c.seed, help="sampler seed")
+    g.add_argument(
+        "--prepare-suggestions",
+        choices=PREPARE,
+        default=c.prepare_suggestions,
+        help="ask the sampler for the next trial while trials run, so a freed slot does not wait for it "
+        "(auto, the default: when the last suggestion took over 2%% of a trial's mean time)",
+    )
     g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
     g.add_argument(
         "--step-range",
@@ -210,4 +217,5 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
         address=args.address,
+        prepare_suggestions=args.prepare_suggestions,
     )

@@ -191,13 +191,20 @@ class SweepStudy:
             self._asked[trial.number] = trial
         return trial.number, {k: float(trial.params[k]) for k in PARAMS}
 
-    def mark_handed(self, number: int, *, waited_s: float) -> None:
-        """Record when trial ``number`` went to a trial slot, and how long the slot waited for
-        the sampler (0 for a suggestion prepared in time): user attrs ``handed_unix``, ``waited_s``."""
+    def ask_seconds(self, number: int) -> float:
+        """What the sampler took to suggest trial ``number`` (asked in this process)."""
+        with self._lock:
+            return float(self._asked[number].user_attrs.get("ask_seconds", 0.0))
+
+    def mark_handed(self, number: int, *, waited_s: float, prepared: bool = False) -> None:
+        """Record when trial ``number`` went to a trial slot, how long the slot waited for the
+        sampler (0 for a suggestion prepared in time) and whether it was prepared while trials
+        ran: user attrs ``handed_unix``, ``waited_s``, ``prepared``."""
         with self._lock:
             trial = self._asked[number]
             trial.set_user_attr("handed_unix", time.time())
             trial.set_user_attr("waited_s", waited_s)
+            trial.set_user_attr("prepared", prepared)
 
     def tell(
         self,

@@ -28,26 +28,35 @@ from .trial import TrialContext, TrialSettings, run_trial
 __all__ = ["ProgressTable", "StudySearcher", "run_trials"]
 
 
+PREPARE_ABOVE = 0.02  # "auto": prepare when the last suggestion took more than this share of a trial
+
+
 class StudySearcher(Searcher):
     """Tune's suggestions come from the study; finished trials are told back to it.
 
-    With ``prepare`` the next suggestion is asked for in a background thread as soon as one is
-    handed out, so that a freed trial slot starts its next trial at once instead of waiting for
-    the sampler (Optuna's GP sampler takes 0.1-1 s per suggestion). The prepared suggestion sees
-    the trials in flight as running (the GP sampler's batch acquisition accounts for them) but
-    not the result of the trial whose slot it will fill: one result less than asking at that
-    moment. At most ``budget`` suggestions are asked for; one prepared but never handed out (the
-    sweep was stopped) is released as interrupted by :meth:`release`, so it runs on resume.
+    A prepared suggestion is asked for in a background thread as soon as one is handed out, so
+    that a freed trial slot starts its next trial at once instead of waiting for the sampler
+    (Optuna's GP sampler takes 0.1-1 s per suggestion). It sees the trials in flight as running
+    (the GP sampler's batch acquisition accounts for them) but not the result of the trial whose
+    slot it will fill: one result less than asking at that moment
+    (``benchmarks/sampler_hypervolume.py --lags 1 2``: the same hypervolume within its noise).
+    ``prepare``: "always", "never", or "auto": when the last suggestion took more than
+    ``PREPARE_ABOVE`` of the finished trials' mean time (short trials, a costly sampler). At most
+    ``budget`` suggestions are asked for; one prepared but never handed out (the sweep was
+    stopped) is released as interrupted by :meth:`release`, so it runs on resume.
     """
 
-    def __init__(self, study: SweepStudy, floor: float, *, budget: int, prepare: bool = True) -> None:
+    def __init__(self, study: SweepStudy, floor: float, *, budget: int, prepare: str = "auto") -> None:
         super().__init__(metric="val_avg_f1", mode="max")  # Tune's bookkeeping; both objectives go to the study
         self.study = study
         self.floor = floor
         self.budget = budget
         self.prepare = prepare
         self.handed = 0
+        self.prepared_count = 0
         self._numbers: dict[str, int] = {}
+        self._trial_seconds: list[float] = []
+        self._last_ask_s = 0.0
         self._prepared: Future | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -55,15 +64,26 @@ class StudySearcher(Searcher):
         if self.handed >= self.budget:
             return None
         t0 = time.perf_counter()
-        number, params = self._prepared.result() if self._prepared is not None else self.study.ask()
+        was_prepared = self._prepared is not None
+        number, params = self._prepared.result() if was_prepared else self.study.ask()
         self._prepared = None
-        self.study.mark_handed(number, waited_s=time.perf_counter() - t0)
+        self._last_ask_s = self.study.ask_seconds(number)
+        self.study.mark_handed(number, waited_s=time.perf_counter() - t0, prepared=was_prepared)
         self.handed += 1
         self._numbers[trial_id] = number
-        if self.prepare and self.handed < self.budget:
+        if self.handed < self.budget and self._should_prepare():
             self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="suggest")
             self._prepared = self._pool.submit(self.study.ask)
+            self.prepared_count += 1
         return {**params, "trial_number": number}
+
+    def _should_prepare(self) -> bool:
+        if self.prepare != "auto":
+            return self.prepare == "always"
+        if not self._trial_seconds:
+            return False  # nothing to compare with yet (start-up suggestions are cheap)
+        mean = sum(self._trial_seconds) / len(self._trial_seconds)
+        return self._last_ask_s > PREPARE_ABOVE * mean
 
     def release(self) -> None:
         """A suggestion prepared but not handed out goes back to the study (run on resume)."""
@@ -85,6 +105,8 @@ class StudySearcher(Searcher):
         number = self._numbers.pop(trial_id, None)
         if number is None:
             return
+        if result and "time_total_s" in result:  # the trial's own time (Tune's), for the "auto" rule
+            self._trial_seconds.append(float(result["time_total_s"]))
         if result and result.get("final") and not error:
             self.study.tell(
                 number,
@@ -214,7 +236,7 @@ def run_trials(
     remaining = cfg.num_trials - already
     # per-step progress reports deliberately lack the objectives (see trial.py)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    searcher = StudySearcher(study, ctx.f1_floor, budget=remaining)
+    searcher = StudySearcher(study, ctx.f1_floor, budget=remaining, prepare=cfg.prepare_suggestions)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
         tune_config=tune.TuneConfig(
