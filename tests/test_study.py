@@ -134,8 +134,10 @@ def test_resume_honours_the_trial_count_in_any_spelling(pareto, argv):
 def test_resume_honours_a_config_file_and_what_may_change(pareto, tmp_path):
     state = _state(pareto, ["--trials", "12"])
     (tmp_path / "more.yaml").write_text("trials: 30\nconcurrency: 4\n")
-    cfg = _resume(pareto, state, ["--resume", "--config", str(tmp_path / "more.yaml"), "--workers-per-trial", "2"])
+    argv = ["--resume", "--config", str(tmp_path / "more.yaml"), "--workers-per-trial", "2"]
+    cfg = _resume(pareto, state, [*argv, "--prepare-suggestions", "never"])
     assert (cfg.num_trials, cfg.concurrency, cfg.workers_per_trial) == (30, 4, 2)
+    assert cfg.prepare_suggestions == "never"
     assert cfg.sampler == "gp"  # unchanged
 
 
