@@ -236,6 +236,8 @@ def run_trials(
     remaining = cfg.num_trials - already
     # per-step progress reports deliberately lack the objectives (see trial.py)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # no per-trial JSON/CSV/TensorBoard files in the driver: MLflow and the study hold the results
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     searcher = StudySearcher(study, ctx.f1_floor, budget=remaining, prepare=cfg.prepare_suggestions)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
