@@ -266,18 +266,21 @@ class Experiment:
         """The vanilla model's predictions, constant-F1 and validation metrics, for other
         experiments on the same problem (``Experiment(problem, reference=...)``)."""
         p = self.problem
-        for split in self.splits:
-            if split not in self._constant_f1:
-                data = p.split(split)
-                self._constant_f1[split] = best_constant_f1(data.labels, data.groups, p.num_classes)
         val = p.split("val")
         m = fairness_metrics(val.labels, self.vanilla_predictions("val"), val.groups, num_classes=p.num_classes)
         return Reference(
             {s: self.vanilla_predictions(s) for s in self.splits},
-            dict(self._constant_f1),
+            {s: self.constant_f1(s) for s in self.splits},
             flatten_metrics(m, prefix="val_"),
             self.device.type,
         )
+
+    def constant_f1(self, split: str) -> float:
+        """The best constant predictor's average F1 on ``split`` (depends on the split only)."""
+        if split not in self._constant_f1:
+            data = self.problem.split(split)
+            self._constant_f1[split] = best_constant_f1(data.labels, data.groups, self.problem.num_classes)
+        return self._constant_f1[split]
 
     def context(self, **overrides: Any) -> MethodContext:
         p = self.problem
@@ -320,8 +323,6 @@ class Experiment:
                 data.labels, m["predictions"], data.groups, num_classes=p.num_classes, n_perm=self.n_boot
             )
             floor = None if method.name == "vanilla" else self.f1_floor * self.vanilla_f1(split)
-            if split not in self._constant_f1:  # depends on the split only
-                self._constant_f1[split] = best_constant_f1(data.labels, data.groups, p.num_classes)
             sanities[split] = sanity(
                 data.labels,
                 m["predictions"],
@@ -329,7 +330,7 @@ class Experiment:
                 num_classes=p.num_classes,
                 avg_f1=m["avg"]["f1"],
                 floor=floor,
-                constant_f1=self._constant_f1[split],
+                constant_f1=self.constant_f1(split),
             )
             if method.name != "vanilla":
                 base = self.vanilla_predictions(split)
@@ -374,13 +375,14 @@ class Experiment:
         with self.tracker.run(run_name or method.name, tags=tags) as run_id:
             self.tracker.log_params({**method.hyperparameters(), **(params or {}), **group_params(self.problem)})
             progress = _Progress(self.tracker, self.progress_every_s, context.pop("on_step", None))
-            if "validation" in context:  # another split than the problem's: the step-0 metrics do not apply
+            other_split = "validation" in context  # neither the shared step-0 metrics nor its logits apply
+            if other_split:
                 context.setdefault("initial_validation", None)
             t0 = time.perf_counter()
             output = method.run(self.context(on_step=progress.on_step, **context))
             progress.flush()
             t1 = time.perf_counter()
-            if "validation" in context:  # its logits are not the validation split's evaluated here
+            if other_split:
                 output.val_logits = None
             record = self.evaluate(method, output, t1 - t0 - progress.seconds)
             record.run_id = run_id

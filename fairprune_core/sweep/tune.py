@@ -53,10 +53,8 @@ class StudySearcher(Searcher):
         self.budget = budget
         self.prepare = prepare
         self.handed = 0
-        self.prepared_count = 0
         self._numbers: dict[str, int] = {}
         self._trial_seconds: list[float] = []
-        self._last_ask_s = 0.0
         self._prepared: Future | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -67,23 +65,21 @@ class StudySearcher(Searcher):
         was_prepared = self._prepared is not None
         number, params = self._prepared.result() if was_prepared else self.study.ask()
         self._prepared = None
-        self._last_ask_s = self.study.ask_seconds(number)
         self.study.mark_handed(number, waited_s=time.perf_counter() - t0, prepared=was_prepared)
         self.handed += 1
         self._numbers[trial_id] = number
-        if self.handed < self.budget and self._should_prepare():
+        if self.handed < self.budget and self._should_prepare(self.study.ask_seconds(number)):
             self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="suggest")
             self._prepared = self._pool.submit(self.study.ask)
-            self.prepared_count += 1
         return {**params, "trial_number": number}
 
-    def _should_prepare(self) -> bool:
+    def _should_prepare(self, last_ask_s: float) -> bool:
         if self.prepare != "auto":
             return self.prepare == "always"
         if not self._trial_seconds:
             return False  # nothing to compare with yet (start-up suggestions are cheap)
         mean = sum(self._trial_seconds) / len(self._trial_seconds)
-        return self._last_ask_s > PREPARE_ABOVE * mean
+        return last_ask_s > PREPARE_ABOVE * mean
 
     def release(self) -> None:
         """A suggestion prepared but not handed out goes back to the study (run on resume)."""
