@@ -128,9 +128,12 @@ def build_model(config: ModelConfig, *, seed: int | None = None) -> VGG:
         return VGG(config)
 
 
-def to_model_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+def to_model_input(
+    images: torch.Tensor | np.ndarray, *, memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
     """uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)`` (a tensor on any device, or a numpy
-    array) -> normalised float32 ``(N, 3, H, W)`` on the same device."""
+    array) -> normalised float32 ``(N, 3, H, W)`` on the same device, in ``memory_format``
+    (``torch.channels_last`` keeps ``(N, H, W, 3)`` images' own layout: no copy to NCHW)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if images.dtype != torch.uint8:
@@ -139,11 +142,12 @@ def to_model_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise ValueError(f"expected a batch of images (4 dims), got shape {tuple(images.shape)}")
     if images.shape[-1] == 3 and images.shape[1] != 3:
         images = images.permute(0, 3, 1, 2)
-    return normalise(images.float().div_(255.0))
+    return normalise(images.float().div_(255.0), memory_format=memory_format)
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] ``(N, 3, H, W)`` -> the model's normalised input (in place)."""
+def normalise(x: torch.Tensor, *, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Float images in [0, 1] ``(N, 3, H, W)`` -> the model's normalised input (in place), in
+    ``memory_format``."""
     mean = torch.tensor(INPUT_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(INPUT_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    return x.sub_(mean).div_(std).contiguous(memory_format=memory_format)

@@ -58,6 +58,20 @@ def test_input_normalisation_accepts_hwc_and_chw():
         to_model_input(img.float())
 
 
+def test_channels_last_input_is_the_same_images_and_predict_matches_a_plain_nchw_forward():
+    img = torch.randint(0, 256, (40, 32, 32, 3), dtype=torch.uint8)
+    last = to_model_input(img, memory_format=torch.channels_last)
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.equal(last, to_model_input(img))  # same values, other strides
+    model = build_model(ModelConfig(num_classes=5, image_size=32, width=1 / 8), seed=3).eval()
+    with torch.no_grad():
+        reference = model(to_model_input(img)).numpy()  # NCHW, the plain PyTorch way
+    logits = predict(model, img.numpy(), batch_size=16)
+    np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(logits.argmax(1), reference.argmax(1))
+    assert model.features[0].weight.is_contiguous()  # the model itself is left as it was
+
+
 def _tiny_train(epochs: int = 2) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, lr_milestones=(1,), augment="paper")
 
