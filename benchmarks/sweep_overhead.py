@@ -22,6 +22,8 @@ stores recorded, nothing sampled:
 
 Shares are of the trial-slot time. Appends one labelled entry to
 ``benchmarks/results/sweep_overhead.json`` (before/after figures side by side) and prints the table.
+``--plot [LABEL_PART ...]`` runs nothing and draws the recorded entries whose label contains a
+part (default "side by side") as stacked bars: ``benchmarks/results/sweep_overhead.png``/``.svg``.
 """
 
 from __future__ import annotations
@@ -188,8 +190,69 @@ def table(entry: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_COLOURS = {  # pruning stands out; the overheads in muted tones; idle grey
+    "pruning": "#1b9e77",
+    "suggestion": "#d95f02",
+    "worker start": "#7570b3",
+    "trial start": "#b3b0d9",
+    "per-step validation": "#e7298a",
+    "progress reports": "#f4a6cf",
+    "final evaluation": "#e6ab02",
+    "logging": "#a6761d",
+    "trial end": "#d9c49b",
+    "idle": "#bbbbbb",
+}
+
+
+def plot(entries: list[dict[str, Any]], stem: Path) -> list[Path]:
+    """Stacked bars of each entry's trial-slot seconds by part (pruning first), as PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = ["pruning", *[p for p in PARTS if p != "pruning"], "idle"]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * len(entries)), dpi=150)
+    for row, entry in enumerate(reversed(entries)):
+        b = entry["breakdown"]
+        seconds = {**b["parts_s"], "idle": b["idle_s"]}
+        left = 0.0
+        for part in order:
+            width = seconds.get(part, 0.0)
+            ax.barh(row, width, left=left, color=_COLOURS[part], label=part if row == 0 else None, height=0.6)
+            left += width
+        share = b["shares_of_slot_time"]["pruning"]
+        ax.text(left + 2, row, f"pruning {share:.0%}, wall {b['wall_s']:.0f} s", va="center", fontsize=8)
+    ax.set_yticks(range(len(entries)), [e["label"] for e in reversed(entries)], fontsize=8)
+    ax.set_xlabel("trial-slot seconds (concurrency x the trials' span)")
+    ax.set_xlim(0, max(e["breakdown"]["slot_s"] for e in entries) * 1.35)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(ncol=5, fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.4, -0.5 / len(entries) - 0.12))
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _plot_main(out: Path, wanted: list[str]) -> int:
+    results = json.loads(out.read_text()) if out.is_file() else []
+    entries = [r for r in results if any(w in r["label"] for w in wanted)]
+    if not entries:
+        labels = [r["label"] for r in results]
+        raise SystemExit(f"no entry of {out} has a label containing any of {wanted}; labels: {labels}")
+    for path in plot(entries, out.with_suffix("")):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--plot", nargs="*", metavar="LABEL_PART", help="run nothing: plot the recorded entries whose label "
+        "contains any LABEL_PART (default: 'side by side') to sweep_overhead.png/.svg beside the results",
+    )  # fmt: skip
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--label", default="current")
@@ -199,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "worktree of an older commit: git worktree add /tmp/before <commit>",
     )  # fmt: skip
     args, extra = parser.parse_known_args(argv)
+    if args.plot is not None:
+        return _plot_main(args.out, args.plot or ["side by side"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start, end, pretrain, _ = _run_sweep(work, args.trials, args.concurrency, extra, args.repo.resolve())
