@@ -18,6 +18,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback
 from ray.tune.search import Searcher
 
 from ..config import SweepConfig
@@ -232,7 +233,9 @@ def run_trials(
     remaining = cfg.num_trials - already
     # per-step progress reports deliberately lack the objectives (see trial.py)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # no per-trial JSON/CSV/TensorBoard files in the driver: MLflow and the study hold the results
+    # no TensorBoard files (nor its hint) and no JSON copies of every result: MLflow and the study
+    # hold the results. One CSV logger stays (below): Tune's result grid at the end of ``fit``
+    # reads each trial's progress file and warns once per trial when there is none.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     searcher = StudySearcher(study, ctx.f1_floor, budget=remaining, prepare=cfg.prepare_suggestions)
     tuner = tune.Tuner(
@@ -249,7 +252,7 @@ def run_trials(
             storage_path=str((cfg.directory / "tune").resolve()),
             name=f"run-{invocation}",
             verbose=0,
-            callbacks=[ProgressTable(cfg.num_trials, already, log)],
+            callbacks=[ProgressTable(cfg.num_trials, already, log), CSVLoggerCallback()],
         ),
     )
     try:
