@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import mlflow
@@ -48,6 +49,21 @@ def test_logged_model_loads_and_predicts_exactly_and_grows_with_kept_weights(tmp
     assert sizes[0.3] < 0.9 * dense < sizes[0.9]
     for keep in sizes:  # within the metadata's few tens of KB
         assert expected[keep] < sizes[keep] < expected[keep] + 60_000, (keep, sizes[keep], expected[keep])
+
+
+def test_logging_a_model_draws_no_progress_bar_unless_asked(tmp_path, capfd, monkeypatch):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlflow.create_experiment("bar", artifact_location=(tmp_path / "art").as_uri())
+    model, masks = _pruned(0.5)
+    with mlflow.start_run(experiment_id=exp):
+        capfd.readouterr()
+        log_pruned_model(model, masks)
+        quiet = capfd.readouterr().err
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")  # the user's choice wins
+        log_pruned_model(model, masks, name="again")
+        asked = capfd.readouterr().err
+    assert "Downloading artifacts" not in quiet and "Downloading artifacts" in asked, (quiet, asked)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
 
 
 def test_logged_model_loads_from_safetensors_with_pickle_disallowed(tmp_path, monkeypatch):

@@ -326,3 +326,25 @@ def test_prepare_suggestions_is_checked_and_may_change_on_resume():
     old = SweepConfig(name="x").to_dict()
     del old["prepare_suggestions"]  # a sweep stored before the setting existed
     assert SweepConfig.from_dict(old).prepare_suggestions == "auto"
+
+
+def test_the_gp_samplers_per_suggestion_warning_is_said_once(tmp_path):
+    import logging
+
+    from optuna._gp import optim_mixed
+
+    from fairprune_core.sweep.study import _GP_LOGGER
+
+    assert optim_mixed._logger.name == _GP_LOGGER  # the logger Optuna's GP warns on
+    SweepStudy(tmp_path, "s", space=SearchSpace(), sampler="gp", seed=0, num_trials=3, log=lambda s: None)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    optim_mixed._logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            optim_mixed._logger.warning("Study already converged, so the number of local search is reduced.")
+        optim_mixed._logger.warning("another message")
+    finally:
+        optim_mixed._logger.removeHandler(handler)
+    assert seen == ["Study already converged, so the number of local search is reduced.", "another message"]

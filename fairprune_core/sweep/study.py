@@ -13,6 +13,7 @@ final objectives is told FAIL and its settings are enqueued again with the user 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import warnings
@@ -78,6 +79,29 @@ def grid_size() -> int:
     return n
 
 
+_GP_LOGGER = "optuna._gp.optim_mixed"  # "Study already converged, ...": once per suggestion otherwise
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once (a sampler's per-suggestion warning, said once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _warn_once(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
+        logger.addFilter(_OncePerMessage())
+
+
 class SweepStudy:
     """The study of one sweep, in ``<directory>/optuna.journal``."""
 
@@ -97,6 +121,7 @@ class SweepStudy:
         from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _warn_once(logging.getLogger(_GP_LOGGER))
         self.space = space
         self.log = log
         self.storage = JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))

@@ -100,6 +100,21 @@ def experiment_id(uri: str, name: str) -> str:
     return exp.experiment_id if exp is not None else mlflow.create_experiment(name)
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Without MLflow's "Downloading artifacts" bar (logging a model reads one small file back),
+    unless the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` themselves."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def log_pruned_model(
     model: torch.nn.Module,
     masks: Mapping[str, torch.Tensor] | None,
@@ -125,7 +140,7 @@ def log_pruned_model(
     module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
     name = re.sub(r"[/:.%\"']", "_", name) or "model"  # characters MLflow refuses in a model's name
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         weights = save_safetensors(module, module.masks, Path(tmp) / SAFETENSORS_FILE)
         return mlflow.pytorch.log_model(
             module,
