@@ -194,6 +194,7 @@ def test_the_sweep_console_has_no_per_trial_tune_warnings(swept):
     # would send users to files the sweep does not write
     assert "Failed to fetch metrics" not in swept.first_console, swept.first_console[-3000:]
     assert "tensorboard" not in swept.first_console.lower()
+    assert "Configuration for experiment" not in swept.first_console  # Tune's box: the table is ours
     assert "Pareto-optimal" in swept.first_console
 
 

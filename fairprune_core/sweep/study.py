@@ -122,6 +122,8 @@ class SweepStudy:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         _warn_once(logging.getLogger(_GP_LOGGER))
+        # the same event's 0/0 inside Optuna (a flat acquisition), which the warning above explains
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning, _GP_LOGGER)
         self.space = space
         self.log = log
         self.storage = JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))

@@ -237,6 +237,9 @@ def run_trials(
     # hold the results. One CSV logger stays (below): Tune's result grid at the end of ``fit``
     # reads each trial's progress file and warns once per trial when there is none.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # the console is the sweep's own table: with Tune's older reporter, verbose=0 prints nothing
+    # (the newer one still prints a configuration box and the path of files the sweep does not read)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     searcher = StudySearcher(study, ctx.f1_floor, budget=remaining, prepare=cfg.prepare_suggestions)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
