@@ -12,25 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds
 from torch import nn
 
 from fairprune_core.hessian import CurvatureConfig, CurvatureEngine
 from fairprune_core.model import ModelConfig, build_model
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(width: float, image_size: int, classes: int, batch: int, repeats: int) -> dict:
@@ -52,11 +41,11 @@ def measure(width: float, image_size: int, classes: int, batch: int, repeats: in
         "classes": classes,
         "batch": batch,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train_step_s": _time(train_step, repeats),
+        "train_step_s": median_seconds(train_step, repeats),
     }
     for est in ("exact", "mc", "fisher"):
         engine = CurvatureEngine(model, CurvatureConfig(estimator=est))  # type: ignore[arg-type]
-        row[f"{est}_s"] = _time(lambda e=engine: e.batch_sums(x, y, seed=0), repeats)
+        row[f"{est}_s"] = median_seconds(lambda e=engine: e.batch_sums(x, y, seed=0), repeats)
         row[f"{est}_vs_train_step"] = row[f"{est}_s"] / row["train_step_s"]
     return row
 

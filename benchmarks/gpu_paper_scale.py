@@ -24,13 +24,13 @@ import contextlib
 import copy
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "gpu_paper_scale.json"
@@ -76,20 +76,6 @@ def _pretrain(dataset: Any, s: dict[str, Any], device: torch.device, out: Path, 
     }
 
 
-def _median_time(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _curvature(model: torch.nn.Module, dataset: Any, device: torch.device, repeats: int) -> dict[str, Any]:
     from fairprune_core.hessian import CurvatureConfig, CurvatureEngine
     from fairprune_core.model import to_model_input
@@ -107,10 +93,10 @@ def _curvature(model: torch.nn.Module, dataset: Any, device: torch.device, repea
             torch.nn.functional.cross_entropy(trainable(x), y).backward()
         opt.step()
 
-    out: dict[str, Any] = {"batch": len(y), "train_step_s": _median_time(train_step, repeats)}
+    out: dict[str, Any] = {"batch": len(y), "train_step_s": median_seconds(train_step, repeats)}
     for est in ("exact", "mc"):
         engine = CurvatureEngine(model, CurvatureConfig(estimator=est), device=device)  # type: ignore[arg-type]
-        seconds = _median_time(lambda e=engine: e.batch_sums(x, y, seed=0), repeats)
+        seconds = median_seconds(lambda e=engine: e.batch_sums(x, y, seed=0), repeats)
         out[est] = {
             "seconds": seconds,
             "samples_per_s": len(y) / seconds,

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from fairprune_core.model import ModelConfig, build_model, to_model_input
 
@@ -32,16 +31,6 @@ def _forward(model: torch.nn.Module, images: torch.Tensor, layout: torch.memory_
         return model(to_model_input(images, memory_format=layout))
 
 
-def _median_s(fn, repeats: int) -> float:
-    fn()  # warm-up (oneDNN picks its kernels on the first call)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure(label: str, config: ModelConfig, n: int, threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
     model = build_model(config, seed=0).eval()
@@ -50,8 +39,8 @@ def measure(label: str, config: ModelConfig, n: int, threads: int, repeats: int)
     nchw = _forward(model, images, torch.contiguous_format)
     last = _forward(model, images, torch.channels_last)
     row = {"setting": label, "images": n, "threads": threads}
-    row["nchw_s"] = _median_s(lambda: _forward(model, images, torch.contiguous_format), repeats)
-    row["channels_last_s"] = _median_s(lambda: _forward(model, images, torch.channels_last), repeats)
+    row["nchw_s"] = median_seconds(lambda: _forward(model, images, torch.contiguous_format), repeats)
+    row["channels_last_s"] = median_seconds(lambda: _forward(model, images, torch.channels_last), repeats)
     row["speedup"] = row["nchw_s"] / row["channels_last_s"]
     row["max_abs_logit_diff"] = float((nchw - last).abs().max())
     row["predictions_differ"] = int((nchw.argmax(1) != last.argmax(1)).sum())
