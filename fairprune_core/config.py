@@ -218,6 +218,7 @@ RESUMABLE_FIELDS = frozenset(
         "address",
         "tracking_uri",
         "prepare_suggestions",
+        "safetensors_only",
     }
 )
 PREPARE = ("auto", "always", "never")  # suggestions asked ahead while trials run (sweep.tune.StudySearcher)
@@ -252,6 +253,7 @@ class SweepConfig:
     experiment: str | None = None  # default: fairprune-<dataset>
     address: str | None = None  # Ray address (default: $RAY_ADDRESS, else local)
     prepare_suggestions: str = "auto"  # auto: when the sampler costs > 2% of a trial (sweep.tune.StudySearcher)
+    safetensors_only: bool = False  # models logged as safetensors only: no PyTorch flavour (pickle), half the bytes
 
     def __post_init__(self) -> None:
         if self.prepare_suggestions not in PREPARE:

@@ -50,3 +50,28 @@ def test_resuming_a_sweep_that_does_not_exist_names_the_ones_that_do(tmp_path, c
     res = _run("pareto.py", *args, cwd=tmp_path, cache=cache_dir)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "--resume --name typo: no sweep of that name" in res.stderr and "real-one" in res.stderr
+
+
+def test_a_safetensors_only_sweep_logs_every_model_once_and_says_how_to_load_it(tmp_path, cache_dir):
+    import mlflow
+    import torch
+
+    from fairprune_core.tracking import load_pruned_model
+    from fairprune_core.tracking.mlflow_store import SAFETENSORS_ONLY
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ("--safetensors-only", "--trials", "2", "--tracking-uri", store, "--storage", str(tmp_path / "sweeps"))
+    res = _run("pareto.py", *args, cwd=tmp_path, cache=cache_dir)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "mlflow.pytorch.load_model" not in res.stdout and "Pickle" not in res.stderr
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    runs = [r for r in runs if r.data.tags.get("role") in ("baseline", "trial")]
+    models = [mlflow.get_logged_model(r.data.tags["model_id"]) for r in runs if "model_id" in r.data.tags]
+    assert len(models) == len(runs) >= 4, [r.info.run_name for r in runs]  # vanilla, OBD, 2 trials
+    assert {m.model_type for m in models} == {SAFETENSORS_ONLY}
+    line = next(s for s in res.stdout.splitlines() if "load_pruned_model(" in s)
+    uri = line.split("load_pruned_model(")[1].split("'")[1]  # the registered @knee the sweep printed
+    assert uri.endswith("@knee") and "tracking_uri=" in line
+    model = load_pruned_model(uri, store)
+    assert model(torch.zeros(1, 3, model.config.image_size, model.config.image_size)).shape[1] >= 2

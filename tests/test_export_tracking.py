@@ -8,6 +8,7 @@ import socket
 import mlflow
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 
 from fairprune_core.model import ModelConfig, build_model
 from fairprune_core.pruning import apply_masks, prunable_parameters
@@ -82,6 +83,41 @@ def test_logged_model_loads_from_safetensors_with_pickle_disallowed(tmp_path, mo
     x = torch.randn(4, 3, 32, 32)
     assert torch.equal(loaded(x), model(x))
     assert set(loaded.masks) == set(masks) and all(torch.equal(loaded.masks[n], masks[n]) for n in masks)
+
+
+def test_a_safetensors_only_model_is_half_the_bytes_registers_and_loads_without_pickle(tmp_path):
+    from fairprune_core.tracking import load_pruned_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlflow.create_experiment("st", artifact_location=(tmp_path / "art").as_uri())
+    model, masks = _pruned(0.4, seed=5)
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_metrics({"curve/val_avg_f1": 0.5}, step=2)
+        mlflow.log_metrics({"curve/val_avg_f1": 0.7}, step=3)
+        both = log_pruned_model(model, masks, name="both", step=3)
+        only = log_pruned_model(model, masks, name="trial-008", tags={"k": "v"}, step=3, pickle_flavour=False)
+    logged = mlflow.get_logged_model(only.model_id)
+    assert (logged.name, logged.status, logged.source_run_id, logged.tags["k"]) == (
+        "trial-008",
+        LoggedModelStatus.READY,
+        run.info.run_id,
+        "v",
+    )
+    assert [(m.key, m.value, m.step) for m in logged.metrics] == [("curve/val_avg_f1", 0.7, 3)]  # as the flavour links
+    assert only.model_id in {o.model_id for o in mlflow.get_run(run.info.run_id).outputs.model_outputs}
+    # one sparse copy instead of two (within the metadata's few tens of KB)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    dense_rest = sum(p.numel() * 4 for n, p in model.named_parameters() if n not in masks)
+    one = 4 * kept + total / 8 + dense_rest
+    assert one < logged_model_bytes(only.model_id) < one + 20_000 < logged_model_bytes(both.model_id)
+    # registered and found by alias, loaded from safetensors; MLflow's PyTorch loader says it has no flavour
+    version = mlflow.register_model(f"models:/{only.model_id}", "st-reg")
+    mlflow.MlflowClient().set_registered_model_alias("st-reg", "knee", version.version)
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(load_pruned_model("models:/st-reg@knee")(x), model(x))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pytorch"):
+        mlflow.pytorch.load_model(only.model_uri)
 
 
 def test_a_safetensors_file_of_another_kind_is_refused(tmp_path):

@@ -330,6 +330,16 @@ def test_prepare_suggestions_is_checked_and_may_change_on_resume():
     assert SweepConfig.from_dict(old).prepare_suggestions == "auto"
 
 
+def test_safetensors_only_may_change_on_resume_and_older_sweeps_pickle_too(pareto):
+    from fairprune_core.config import SweepConfig
+
+    assert SweepConfig(name="x").resumed(safetensors_only=True).safetensors_only is True
+    old = SweepConfig(name="x").to_dict()
+    del old["safetensors_only"]  # a sweep stored before the setting existed
+    assert SweepConfig.from_dict(old).safetensors_only is False
+    assert "safetensors_only" in pareto.RESUMABLE.values()
+
+
 def test_the_gp_samplers_per_suggestion_warning_is_said_once(tmp_path):
     import logging
 

@@ -47,6 +47,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="ask the sampler for the next trial while trials run, so a freed slot does not wait for it "
         "(auto, the default: when the last suggestion took over 2%% of a trial's mean time)",
     )
+    g.add_argument(
+        "--safetensors-only",
+        action="store_true",
+        help="log each model once, as safetensors (half the bytes, nothing to unpickle; load it with "
+        "fairprune_core.tracking.load_pruned_model), without MLflow's PyTorch flavour (mlflow.pytorch.load_model)",
+    )
     g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
     g.add_argument(
         "--step-range",
@@ -218,4 +224,5 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         experiment=args.experiment,
         address=args.address,
         prepare_suggestions=args.prepare_suggestions,
+        safetensors_only=args.safetensors_only,
     )

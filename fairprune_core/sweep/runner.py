@@ -52,6 +52,7 @@ class SweepOutcome:
     wall_s: float
     registry: str = ""  # the registered model holding the front's models
     aliases: dict[str, int] = field(default_factory=dict)  # registry alias -> trial number
+    pickle_models: bool = True  # this run logged models with MLflow's PyTorch flavour too
 
 
 def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
@@ -81,7 +82,10 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     if cfg.gpus_per_worker is None:
         cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())
     tracker = MlflowTracker.connect(
-        uri, cfg.experiment or f"fairprune-{dataset.name}", multi_node=cluster_node_count() > 1
+        uri,
+        cfg.experiment or f"fairprune-{dataset.name}",
+        multi_node=cluster_node_count() > 1,
+        pickle_models=not cfg.safetensors_only,
     )
     if cfg.workers_per_trial:
         check_resources(cfg.workers_per_trial, cfg.cpus_per_worker, cfg.gpus_per_worker)
@@ -182,6 +186,7 @@ def _trial_context(
         tracking_uri=state.tracking_uri,
         experiment_id=state.experiment_id,
         parent_run_id=state.parent_run_id,
+        pickle_models=not cfg.safetensors_only,
         workers=cfg.workers_per_trial,
         cpus_per_trial=cfg.cpus_per_trial,
         cpus_per_worker=cfg.cpus_per_worker,
@@ -357,4 +362,5 @@ def _run_locked(
         time.monotonic() - t_start,
         experiment_name,
         aliases,
+        not cfg.safetensors_only,
     )

@@ -42,6 +42,7 @@ class TrialContext:
     tracking_uri: str = ""
     experiment_id: str = ""
     parent_run_id: str = ""
+    pickle_models: bool = True  # False: models as safetensors only (--safetensors-only)
     workers: int = 0
     cpus_per_trial: float = 1
     cpus_per_worker: float = 1

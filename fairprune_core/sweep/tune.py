@@ -173,7 +173,9 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         float(config["final_ratio"]),
         ctx.max_steps,
     )
-    tracker = MlflowTracker(ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id)
+    tracker = MlflowTracker(
+        ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id, pickle_models=ctx.pickle_models
+    )
     pool = None
     # the run's source in MLflow's runs table: the sweep, not Ray's worker script
     tags: dict[str, str] = {

@@ -122,16 +122,17 @@ def log_pruned_model(
     name: str = "model",
     tags: Mapping[str, str] | None = None,
     step: int = 0,
+    pickle_flavour: bool = True,
 ) -> Any:
-    """Log a (pruned) model to the active run as an MLflow PyTorch model named ``name``; returns its
-    ModelInfo.
+    """Log a (pruned) model to the active run as an MLflow logged model named ``name``; returns
+    what has its ``model_id`` and ``model_uri``.
 
-    Pruned models are stored sparsely (:mod:`fairprune_core.export`), twice: as the PyTorch flavour
-    (``mlflow.pytorch.load_model`` gives a module that predicts exactly like ``model``; it
-    unpickles) and as ``extra_files/pruned_model.safetensors`` (:func:`load_pruned_model`, nothing
-    unpickled). ``step`` is the pruning step the model is at: MLflow links the run's metrics at that
-    step to the model (one history query per metric: log the final metrics after the model, with
-    its ``model_id``, to keep that cheap).
+    Pruned models are stored sparsely (:mod:`fairprune_core.export`) as
+    ``extra_files/pruned_model.safetensors`` (:func:`load_pruned_model`, nothing unpickled) and,
+    with ``pickle_flavour``, again as the PyTorch flavour (``mlflow.pytorch.load_model`` gives a
+    module that predicts exactly like ``model``; it unpickles). ``step`` is the pruning step the
+    model is at: MLflow links the run's metrics at that step to the model (one history query per
+    metric: log the final metrics after the model, with its ``model_id``, to keep that cheap).
     """
     import mlflow
 
@@ -140,6 +141,8 @@ def log_pruned_model(
     module = to_pruned_module(copy.deepcopy(model).cpu(), masks or {})  # loadable on a machine without a GPU
     module.eval()
     name = re.sub(r"[/:.%\"']", "_", name) or "model"  # characters MLflow refuses in a model's name
+    if not pickle_flavour:
+        return _log_safetensors_only(module, name=name, tags=dict(tags or {}), step=step)
     with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         weights = save_safetensors(module, module.masks, Path(tmp) / SAFETENSORS_FILE)
         return mlflow.pytorch.log_model(
@@ -151,6 +154,47 @@ def log_pruned_model(
             tags=dict(tags or {}),
             step=step,
         )
+
+
+SAFETENSORS_ONLY = "fairprune-safetensors"  # the model_type of a model logged without the PyTorch flavour
+
+
+def _log_safetensors_only(module: Any, *, name: str, tags: dict[str, str], step: int) -> Any:
+    """The sparse safetensors file as an MLflow logged model of the active run, without a flavour:
+    an ``MLmodel`` that says how to load it, and the run's metrics at ``step`` linked as
+    ``mlflow.pytorch.log_model`` links them."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput, Metric
+    from mlflow.models import Model
+
+    from ..export import SAFETENSORS_FILE, save_safetensors
+
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    logged = mlflow.initialize_logged_model(name=name, source_run_id=run_id, tags=tags, model_type=SAFETENSORS_ONLY)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "extra_files").mkdir()
+            save_safetensors(module, module.masks, Path(tmp) / "extra_files" / SAFETENSORS_FILE)
+            Model(
+                run_id=run_id,
+                model_uuid=logged.model_id,
+                metadata={"load_with": "fairprune_core.tracking.load_pruned_model (no PyTorch flavour)"},
+            ).save(str(Path(tmp) / "MLmodel"))
+            client.log_model_artifacts(logged.model_id, tmp)
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        at_step = [
+            Metric(m.key, m.value, m.timestamp, m.step, model_id=logged.model_id, run_id=run_id)
+            for key in client.get_run(run_id).data.metrics
+            for m in client.get_metric_history(run_id, key)
+            if m.step == step and m.model_id is None
+        ]
+        if at_step:
+            client.log_batch(run_id, metrics=at_step)
+    except BaseException:
+        mlflow.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    return mlflow.finalize_logged_model(logged.model_id, "READY")
 
 
 def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
@@ -212,10 +256,13 @@ class MlflowTracker:
 
     enabled = True
 
-    def __init__(self, uri: str, experiment: str, *, parent_run_id: str | None = None) -> None:
+    def __init__(
+        self, uri: str, experiment: str, *, parent_run_id: str | None = None, pickle_models: bool = True
+    ) -> None:
         self.uri = uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
+        self.pickle_models = pickle_models  # False: models as safetensors only (no PyTorch flavour)
 
     @classmethod
     def check(cls, uri: str | None) -> None:
@@ -223,11 +270,13 @@ class MlflowTracker:
         check_tracking_uri(resolve_tracking_uri(uri), multi_node=False)
 
     @classmethod
-    def connect(cls, uri: str | None, experiment_name: str, *, multi_node: bool = False) -> MlflowTracker:
+    def connect(
+        cls, uri: str | None, experiment_name: str, *, multi_node: bool = False, pickle_models: bool = True
+    ) -> MlflowTracker:
         """Resolve and check ``uri`` (clear errors), then create or find the experiment."""
         uri = resolve_tracking_uri(uri)
         check_tracking_uri(uri, multi_node=multi_node)
-        return cls(uri, experiment_id(uri, experiment_name))
+        return cls(uri, experiment_id(uri, experiment_name), pickle_models=pickle_models)
 
     def _client(self) -> Any:
         import mlflow
@@ -279,7 +328,8 @@ class MlflowTracker:
     def log_model(
         self, model: Any, masks: Mapping[str, Any] | None, *, name: str, tags: Mapping[str, str], step: int = 0
     ) -> LoggedModel:
-        info = log_pruned_model(model, masks, name=name, tags={**tags, "pareto_optimal": "false"}, step=step)
+        tags = {**tags, "pareto_optimal": "false"}
+        info = log_pruned_model(model, masks, name=name, tags=tags, step=step, pickle_flavour=self.pickle_models)
         try:
             size = logged_model_bytes(info.model_id)
         except Exception:  # an artifact store that cannot list sizes: report unknown, do not fail the run
