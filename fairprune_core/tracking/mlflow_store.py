@@ -164,13 +164,13 @@ def _log_safetensors_only(module: Any, *, name: str, tags: dict[str, str], step:
     an ``MLmodel`` that says how to load it, and the run's metrics at ``step`` linked as
     ``mlflow.pytorch.log_model`` links them."""
     import mlflow
-    from mlflow.entities import LoggedModelOutput, Metric
     from mlflow.models import Model
 
     from ..export import SAFETENSORS_FILE, save_safetensors
 
     client = mlflow.MlflowClient()
-    run_id = mlflow.active_run().info.run_id
+    active = mlflow.active_run()
+    run_id = active.info.run_id if active is not None else None  # as MLflow's own: a model may have no run
     logged = mlflow.initialize_logged_model(name=name, source_run_id=run_id, tags=tags, model_type=SAFETENSORS_ONLY)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -182,19 +182,28 @@ def _log_safetensors_only(module: Any, *, name: str, tags: dict[str, str], step:
                 metadata={"load_with": "fairprune_core.tracking.load_pruned_model (no PyTorch flavour)"},
             ).save(str(Path(tmp) / "MLmodel"))
             client.log_model_artifacts(logged.model_id, tmp)
-        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
-        at_step = [
-            Metric(m.key, m.value, m.timestamp, m.step, model_id=logged.model_id, run_id=run_id)
-            for key in client.get_run(run_id).data.metrics
-            for m in client.get_metric_history(run_id, key)
-            if m.step == step and m.model_id is None
-        ]
-        if at_step:
-            client.log_batch(run_id, metrics=at_step)
+        if run_id is not None:
+            _link_run(client, run_id, logged.model_id, step)
     except BaseException:
         mlflow.finalize_logged_model(logged.model_id, "FAILED")
         raise
     return mlflow.finalize_logged_model(logged.model_id, "READY")
+
+
+def _link_run(client: Any, run_id: str, model_id: str, step: int) -> None:
+    """The model as an output of the run at ``step``, and the run's metrics at that step linked to
+    it (what ``mlflow.pytorch.log_model`` does for its models)."""
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=step)])
+    at_step = [
+        Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+        for key in client.get_run(run_id).data.metrics
+        for m in client.get_metric_history(run_id, key)
+        if m.step == step and m.model_id is None
+    ]
+    if at_step:
+        client.log_batch(run_id, metrics=at_step)
 
 
 def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
