@@ -499,3 +499,32 @@ def test_the_mlflow_ui_lists_the_front_when_filtered_by_its_tag(swept):
     finally:
         browser.quit()
     assert {n for n in shown if n.startswith("trial-")} == expected, shown
+
+
+def test_the_mlflow_ui_shows_a_safetensors_only_model_with_its_metrics(mlflow_server):
+    """A model logged with --safetensors-only (no flavour) has a working model page in the real UI:
+    its name, status, the run's metrics at its step and its final metrics."""
+    from fairprune_core.model import ModelConfig, build_model
+    from fairprune_core.tracking.mlflow_store import log_pruned_model
+
+    mlflow.set_tracking_uri(mlflow_server)
+    exp = mlflow.create_experiment("ui-safetensors-only")
+    model = build_model(ModelConfig(num_classes=4, image_size=32, width=0.125), seed=0)
+    with mlflow.start_run(experiment_id=exp, run_name="trial-042"):
+        mlflow.log_metrics({"curve/val_avg_f1": 0.7731}, step=2)
+        info = log_pruned_model(model, {}, name="trial-042", step=2, pickle_flavour=False)
+        mlflow.log_metrics({"val_avg_f1": 0.8123}, step=2, model_id=info.model_id)
+    browser = _browser()
+    try:
+        browser.get(f"{mlflow_server}/#/experiments/{exp}/models/{info.model_id}")
+        wanted = ("trial-042", "Ready", "curve/val_avg_f1", "0.7731", "val_avg_f1", "0.8123", info.model_id)
+        deadline = time.monotonic() + 90
+        text = ""
+        while time.monotonic() < deadline:
+            text = browser.find_element("tag name", "body").text
+            if all(w in text for w in wanted):
+                break
+            time.sleep(0.5)
+    finally:
+        browser.quit()
+    assert all(w in text for w in wanted), text[:3000]
