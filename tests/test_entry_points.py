@@ -75,3 +75,13 @@ def test_a_safetensors_only_sweep_logs_every_model_once_and_says_how_to_load_it(
     assert uri.endswith("@knee") and "tracking_uri=" in line
     model = load_pruned_model(uri, store)
     assert model(torch.zeros(1, 3, model.config.image_size, model.config.image_size)).shape[1] >= 2
+
+    # resumed without the flag (no trial left to run): the @knee is still a flavourless model, and
+    # the sweep must not tell the user to load it with MLflow's PyTorch loader
+    name = next((tmp_path / "sweeps").glob("*/sweep.json")).parent.name
+    again = ("--resume", "--name", name, "--trials", "2", "--tracking-uri", store)
+    again += ("--storage", str(tmp_path / "sweeps"))
+    res = _run("pareto.py", *again, cwd=tmp_path, cache=cache_dir)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "@knee" in res.stdout and "load_pruned_model(" in res.stdout
+    assert "mlflow.pytorch.load_model" not in res.stdout

@@ -52,7 +52,7 @@ class SweepOutcome:
     wall_s: float
     registry: str = ""  # the registered model holding the front's models
     aliases: dict[str, int] = field(default_factory=dict)  # registry alias -> trial number
-    pickle_models: bool = True  # this run logged models with MLflow's PyTorch flavour too
+    knee_pickled: bool = True  # the @knee model has MLflow's PyTorch flavour (not --safetensors-only)
 
 
 def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
@@ -362,5 +362,14 @@ def _run_locked(
         time.monotonic() - t_start,
         experiment_name,
         aliases,
-        not cfg.safetensors_only,
+        _knee_pickled(tracker, front, aliases),
     )
+
+
+def _knee_pickled(tracker: MlflowTracker, front: pd.DataFrame, aliases: dict[str, int]) -> bool:
+    """Whether the @knee model loads with MLflow's PyTorch loader: asked of the model itself, since
+    a resumed sweep may log with and without ``--safetensors-only`` (False when there is no knee)."""
+    if "knee" not in aliases:
+        return False
+    row = front[front["trial"] == aliases["knee"]].iloc[0]
+    return tracker.has_pytorch_flavour(str(row["model_id"]))

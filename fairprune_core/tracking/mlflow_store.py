@@ -420,6 +420,14 @@ class MlflowTracker:
                 killed += 1
         return finished, killed
 
+    def has_pytorch_flavour(self, model_id: str) -> bool:
+        """Whether a logged model loads with ``mlflow.pytorch.load_model`` (not ``--safetensors-only``:
+        a resumed sweep may have switched the setting, so its models can be of either kind)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        return mlflow.get_logged_model(model_id).model_type != SAFETENSORS_ONLY
+
     def mark_killed(self, run_id: str) -> None:
         """End a run as KILLED (an interrupted sweep's parent: visibly unfinished until resumed)."""
         self._client().set_terminated(run_id, status="KILLED")
