@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -19,6 +21,8 @@ from fairprune_core.tracking import (
     logged_model_bytes,
     resolve_tracking_uri,
 )
+
+from .conftest import REPO
 
 
 def _pruned(keep: float, seed: int = 0):
@@ -65,6 +69,26 @@ def test_logging_a_model_draws_no_progress_bar_unless_asked(tmp_path, capfd, mon
         asked = capfd.readouterr().err
     assert "Downloading artifacts" not in quiet and "Downloading artifacts" in asked, (quiet, asked)
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+
+
+def test_mlflows_pickle_caution_is_said_once_per_process_not_once_per_model(tmp_path):
+    """Three models logged with the PyTorch flavour in a fresh process: MLflow's own warning
+    reaches stderr once (a sweep's console had one per baseline)."""
+    script = f"""
+import mlflow
+from tests.test_export_tracking import _pruned
+from fairprune_core.tracking.mlflow_store import log_pruned_model
+mlflow.set_tracking_uri("sqlite:///{tmp_path}/mlflow.db")
+exp = mlflow.create_experiment("once", artifact_location="{(tmp_path / "art").as_uri()}")
+for i in range(3):
+    with mlflow.start_run(experiment_id=exp):
+        log_pruned_model(*_pruned(0.5, seed=i), name=f"m{{i}}")
+print("logged", len(mlflow.search_logged_models(experiment_ids=[exp], output_format="list")))
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "logged 3" in res.stdout
+    assert res.stderr.count("Pickle or CloudPickle") == 1, res.stderr[-3000:]
 
 
 def test_logged_model_loads_from_safetensors_with_pickle_disallowed(tmp_path, monkeypatch):

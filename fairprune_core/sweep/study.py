@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PAPER_GRID, PAPER_SETTINGS, SAMPLERS, SearchSpace
+from ..once import warn_once
 
 __all__ = ["OBJECTIVES", "SweepStudy", "grid_size", "make_sampler"]
 
@@ -82,26 +83,6 @@ def grid_size() -> int:
 _GP_LOGGER = "optuna._gp.optim_mixed"  # "Study already converged, ...": once per suggestion otherwise
 
 
-class _OncePerMessage(logging.Filter):
-    """Lets each distinct message through once (a sampler's per-suggestion warning, said once)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message in self.seen:
-            return False
-        self.seen.add(message)
-        return True
-
-
-def _warn_once(logger: logging.Logger) -> None:
-    if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
-        logger.addFilter(_OncePerMessage())
-
-
 class SweepStudy:
     """The study of one sweep, in ``<directory>/optuna.journal``."""
 
@@ -121,7 +102,7 @@ class SweepStudy:
         from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        _warn_once(logging.getLogger(_GP_LOGGER))
+        warn_once(logging.getLogger(_GP_LOGGER))
         # the same event's 0/0 inside Optuna (a flat acquisition), which the warning above explains
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning, _GP_LOGGER)
         self.space = space

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import tempfile
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from ..once import warn_once
 from .base import LoggedModel, TrackingError
 
 __all__ = [
@@ -143,6 +145,8 @@ def log_pruned_model(
     name = re.sub(r"[/:.%\"']", "_", name) or "model"  # characters MLflow refuses in a model's name
     if not pickle_flavour:
         return _log_safetensors_only(module, name=name, tags=dict(tags or {}), step=step)
+    # its pickle caution once per process, not once per model (--safetensors-only avoids pickle)
+    warn_once(logging.getLogger("mlflow.pytorch"))
     with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         weights = save_safetensors(module, module.masks, Path(tmp) / SAFETENSORS_FILE)
         return mlflow.pytorch.log_model(
