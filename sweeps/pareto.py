@@ -3,7 +3,8 @@
     python sweeps/pareto.py                       # synthetic demo: data, pre-training, baselines, sweep
     python sweeps/pareto.py --smoke-test          # the same in about a minute (what CI runs)
     python sweeps/pareto.py --dataset isic2019 --data-root ../shared/data/isic2019 --width 0.125 \
-        --image-size 32 --epochs 10 --trials 12
+        --image-size 32 --epochs 30 --lr 1e-3 --batch-size 64 --augment flips --curvature-batches 20 \
+        --trials 12                                 # a small CPU scale (README, "Real data")
     python sweeps/pareto.py --resume              # continue the latest interrupted sweep
     python sweeps/pareto.py --address auto --tracking-uri http://<head-ip>:5000 \
         --workers-per-trial 2 --gpus-per-worker 1 # on a Ray cluster (see README)

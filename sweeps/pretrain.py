@@ -2,7 +2,7 @@
 
     python sweeps/pretrain.py                                  # synthetic demo, ~1 min on a CPU
     python sweeps/pretrain.py --dataset isic2019 --data-root ../shared/data/isic2019 \
-        --width 0.25 --image-size 64 --epochs 5                # a short run on real data
+        --width 0.125 --image-size 32 --epochs 30 --lr 1e-3 --batch-size 64 --augment flips   # small, learns
 
 Re-running the same command resumes an interrupted run from its last epoch.
 """

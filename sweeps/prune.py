@@ -2,7 +2,8 @@
 
     python sweeps/prune.py                          # synthetic demo (pre-trains or reuses a model)
     python sweeps/prune.py --dataset isic2019 --data-root ../shared/data/isic2019 \
-        --width 0.125 --image-size 32 --epochs 10 --beta 0.2 --step-ratio 0.1 --final-ratio 0.5
+        --width 0.125 --image-size 32 --epochs 30 --lr 1e-3 --batch-size 64 --augment flips \
+        --curvature-batches 20 --beta 0.2 --step-ratio 0.1 --final-ratio 0.5     # a small CPU scale
     python sweeps/prune.py --checkpoint run/best.pt --dataset isic2019 --data-root ...
     python sweeps/prune.py --workers 4 --address auto    # curvature on the Ray cluster's workers
 
