@@ -226,6 +226,12 @@ class MethodRecord:
         s = self.sanity.get("val")
         return bool(s and s.collapsed)
 
+    @property
+    def collapse_reason(self) -> str:
+        """Why it collapsed on validation ("avg F1 0.311 below the floor 0.348", "100% of
+        predictions are one class; ..."); "" when it did not."""
+        return self.sanity["val"].reason if self.collapsed else ""
+
 
 class Experiment:
     """Runs methods on one :class:`Problem` and hands each evaluated run to a tracker."""
@@ -425,6 +431,7 @@ class Experiment:
                 "model_uri": logged.model_uri,
                 "model_id": logged.model_id,
                 "collapsed": str(record.collapsed).lower(),
+                **({"collapse_reason": record.collapse_reason} if record.collapsed else {}),
                 "predicts_like_vanilla": str(record.predicts_like_vanilla).lower(),
                 "interval_method": "BCa",
             }

@@ -236,6 +236,23 @@ def test_reaching_the_fairness_target_is_feasible_falling_below_the_floor_is_not
     assert "below the floor" in aborted.stop_reason
 
 
+def test_a_collapsed_trial_says_which_rule_and_its_numbers(problem, trial_context):
+    """Collapsed below the relative floor (here above any pruned model's F1): the record, its
+    final report and the sweep's progress row name the rule with the model's F1 and the floor."""
+    from dataclasses import replace
+
+    from fairprune_core.sweep.table import trial_status
+
+    fine = run_trial(TrialSettings(4, 0.2, 0.05, 0.1), trial_context)
+    assert not fine.collapsed and fine.collapse_reason == "" and trial_status(fine.final_report()) == "feasible"
+    rec = run_trial(TrialSettings(5, 0.2, 0.05, 0.1), replace(trial_context, f1_floor_rel=1.5))
+    vanilla = Experiment(problem, log=None).vanilla_f1("val")
+    reason = f"avg F1 {rec.val_avg_f1:.3f} below the floor {1.5 * vanilla:.3f}"
+    assert rec.collapsed and not rec.feasible and rec.collapse_reason.startswith(reason), rec.collapse_reason
+    assert trial_status(rec.final_report()) == f"COLLAPSED ({rec.collapse_reason})"
+    assert trial_status({"collapsed": True}) == "COLLAPSED (one class or below the F1 floor)"  # older results
+
+
 def test_the_feasibility_rule():
     assert is_feasible(0.8, 0.7, aborted=False)
     assert not is_feasible(0.6, 0.7, aborted=False)

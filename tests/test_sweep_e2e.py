@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -225,6 +226,12 @@ def test_sweep_logs_tags_resumes_without_duplicates(swept):
     for name in baselines:  # each requested baseline once, as a child run with its model logged
         (run,) = [r for r in finished if r.data.tags["method"] == name]
         assert run.data.tags["role"] == "baseline" and run.data.tags["model_uri"].startswith("models:/")
+    # a collapsed run says why (the rule and its numbers, as the progress table prints it)
+    for r in finished:
+        collapsed = r.data.tags["collapsed"] == "true"
+        assert ("collapse_reason" in r.data.tags) == collapsed, r.data.tags
+        if collapsed:
+            assert re.search(r"predictions are one class|below the floor \d\.\d{3}", r.data.tags["collapse_reason"])
     # warm trial workers: the trials of a sweep run in fewer processes than there are trials
     assert len({r.data.tags["trial_process"] for r in trials}) < len(trials)
     numbers = [r.data.tags["optuna_trial"] for r in trials]

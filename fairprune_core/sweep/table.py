@@ -29,8 +29,8 @@ def progress_row(
 
 
 def trial_status(result: Mapping[str, Any]) -> str:
-    if result.get("collapsed"):
-        return "COLLAPSED (one class or below the F1 floor)"
+    if result.get("collapsed"):  # the rule and its numbers (results of older trials: the rules)
+        return f"COLLAPSED ({result.get('collapse_reason') or 'one class or below the F1 floor'})"
     if result.get("feasible"):
         return "feasible (fairness target reached)" if result.get("reached_target") else "feasible"
     return "INFEASIBLE (below the F1 floor)"

@@ -89,6 +89,7 @@ class TrialRecord:
     model_id: str = ""
     model_uri: str = ""
     model_bytes: int = -1
+    collapse_reason: str = ""  # which rule made it collapsed, with its numbers
     extra: dict[str, Any] = field(default_factory=dict)
 
     def final_report(self) -> dict[str, Any]:
@@ -158,6 +159,7 @@ def _record(settings: TrialSettings, rec: MethodRecord, floor: float) -> TrialRe
         model_id=rec.model_id,
         model_uri=rec.model_uri,
         model_bytes=rec.model_bytes,
+        collapse_reason=rec.collapse_reason,
     )
 
 
