@@ -20,7 +20,7 @@ from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
 from .stats import INTERVAL_METHOD
 
-__all__ = ["row_name", "run_comparison", "versus_lines", "warn_if_near_chance"]
+__all__ = ["CHANCE_ADVICE", "row_name", "run_comparison", "versus_lines", "warn_if_near_chance"]
 
 
 def row_name(record: MethodRecord) -> str:
@@ -129,12 +129,19 @@ def versus_lines(name: str, record: MethodRecord, ref: MethodRecord, split: str,
     return significance_lines(name, paired, split, against=against, collapsed=collapsed)
 
 
+# what to change when the vanilla model is near chance (the warning here, the sweep's refusal)
+CHANCE_ADVICE = (
+    "Pre-train a model that learns first: more --epochs, another --lr or --batch-size, a larger --width or "
+    "--image-size (the paper's recipe is 200 epochs at 128 px; the README's \"Real data\" has a small one)"
+)
+
+
 def warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:
     s = vanilla.sanity["val"]
     if s.near_chance or s.collapsed:
         log(
             "\n" + "!" * 100 + f"\nWARNING: the vanilla model is near chance on validation ({s.reason}).\n"
-            "Fairness numbers mean nothing for such a model, and pruning it cannot be judged. Pre-train a model "
-            "that learns first: more --epochs, another --lr or --batch-size, a larger --width or --image-size "
-            "(the paper's recipe is 200 epochs at 128 px).\n" + "!" * 100
+            f"Fairness numbers mean nothing for such a model, and pruning it cannot be judged. {CHANCE_ADVICE}.\n"
+            + "!"
+            * 100
         )

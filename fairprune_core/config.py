@@ -219,6 +219,7 @@ RESUMABLE_FIELDS = frozenset(
         "tracking_uri",
         "prepare_suggestions",
         "safetensors_only",
+        "allow_chance_model",
     }
 )
 PREPARE = ("auto", "always", "never")  # suggestions asked ahead while trials run (sweep.tune.StudySearcher)
@@ -254,6 +255,7 @@ class SweepConfig:
     address: str | None = None  # Ray address (default: $RAY_ADDRESS, else local)
     prepare_suggestions: str = "auto"  # auto: when the sampler costs > 2% of a trial (sweep.tune.StudySearcher)
     safetensors_only: bool = False  # models logged as safetensors only: no PyTorch flavour (pickle), half the bytes
+    allow_chance_model: bool = False  # sweep a vanilla model that is near chance or predicts one class (refused)
 
     def __post_init__(self) -> None:
         if self.prepare_suggestions not in PREPARE:

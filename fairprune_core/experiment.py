@@ -308,6 +308,21 @@ class Experiment:
             self._vanilla_pred[split] = predict(self.model, self.problem.split(split).images).argmax(axis=1)
         return self._vanilla_pred[split]
 
+    def vanilla_sanity(self, split: str) -> Sanity:
+        """Whether the vanilla model's own numbers mean anything on ``split`` (near chance, one class)."""
+        data = self.problem.split(split)
+        pred = self.vanilla_predictions(split)
+        f1 = self.vanilla_f1(split)
+        return sanity(
+            data.labels,
+            pred,
+            data.groups,
+            num_classes=self.problem.num_classes,
+            avg_f1=f1,
+            floor=None,
+            constant_f1=self.constant_f1(split),
+        )
+
     def vanilla_f1(self, split: str) -> float:
         data = self.problem.split(split)
         pred = self.vanilla_predictions(split)

@@ -61,6 +61,7 @@ RESUMABLE = {
     "tracking_uri": "tracking_uri",
     "prepare_suggestions": "prepare_suggestions",
     "safetensors_only": "safetensors_only",
+    "allow_chance_model": "allow_chance_model",  # checked when a sweep starts only
 }
 LOCATORS = {"resume", "name", "storage", "config", "smoke_test"}
 

@@ -338,6 +338,7 @@ def test_safetensors_only_may_change_on_resume_and_older_sweeps_pickle_too(paret
     del old["safetensors_only"]  # a sweep stored before the setting existed
     assert SweepConfig.from_dict(old).safetensors_only is False
     assert "safetensors_only" in pareto.RESUMABLE.values()
+    assert "allow_chance_model" in pareto.RESUMABLE.values()  # checked when a sweep starts only
 
 
 def test_the_gp_samplers_per_suggestion_warning_is_said_once(tmp_path):

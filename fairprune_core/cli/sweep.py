@@ -53,6 +53,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="log each model once, as safetensors (half the bytes, nothing to unpickle; load it with "
         "fairprune_core.tracking.load_pruned_model), without MLflow's PyTorch flavour (mlflow.pytorch.load_model)",
     )
+    g.add_argument(
+        "--allow-chance-model",
+        action="store_true",
+        help="sweep even a vanilla model near chance on validation (one class, or avg F1 below 1.5 x the best "
+        "constant predictor's), which a sweep otherwise refuses: its pruning cannot be judged",
+    )
     g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
     g.add_argument(
         "--step-range",
@@ -225,4 +231,5 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         address=args.address,
         prepare_suggestions=args.prepare_suggestions,
         safetensors_only=args.safetensors_only,
+        allow_chance_model=args.allow_chance_model,
     )

@@ -22,10 +22,9 @@ import pandas as pd
 import torch
 
 from ..checkpoint import Checkpoint
-from ..comparison import warn_if_near_chance
+from ..comparison import CHANCE_ADVICE, warn_if_near_chance
 from ..config import SweepConfig
 from ..datasets import DermDataset
-from ..evaluation import evaluate
 from ..experiment import Experiment, Problem, build_problem, training_setup
 from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
@@ -298,6 +297,18 @@ def run_sweep(
         return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
 
 
+def _refuse_a_chance_model(experiment: Experiment) -> None:
+    """A new sweep of a vanilla model near chance on validation (one class, or avg F1 below 1.5 x
+    the best constant predictor's) would search for nothing: every fairness number is trivial."""
+    s = experiment.vanilla_sanity("val")
+    if s.near_chance or s.collapsed:
+        raise ValueError(
+            f"the vanilla model is near chance on validation ({s.reason}): fairness numbers mean nothing for it "
+            f"and its pruning cannot be judged, so the sweep would search for nothing. {CHANCE_ADVICE}; or pass "
+            f"--allow-chance-model to sweep it anyway"
+        )
+
+
 def _run_locked(
     cfg: SweepConfig,
     dataset: DermDataset,
@@ -309,20 +320,22 @@ def _run_locked(
 ) -> SweepOutcome:
     from .tune import run_trials
 
-    cfg, tracker = _connect(cfg, dataset, stored)
-    experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
-    log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
     experiment = Experiment(
         problem,
-        tracker=tracker,
         n_boot=cfg.n_boot,
         f1_floor=cfg.f1_floor,
         training=training_setup(dataset, checkpoint),
         log=None,
         device=cfg.device,
     )
-    floor = cfg.f1_floor * evaluate(experiment.model, problem.val, num_classes=problem.num_classes)["avg"]["f1"]
+    if stored is None and not cfg.allow_chance_model:
+        _refuse_a_chance_model(experiment)  # before Ray, the store, or any run
+    cfg, tracker = _connect(cfg, dataset, stored)
+    experiment.tracker = tracker  # connected after the check: a refused sweep has started nothing
+    experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
+    log(f"sweep {cfg.name}: MLflow {tracker.uri}, experiment {experiment_name} ({tracker.experiment_id})")
+    floor = cfg.f1_floor * experiment.vanilla_f1("val")
     state = stored or _new_state(cfg, dataset, checkpoint, tracker, problem, floor)
     state.tracking_uri = tracker.uri  # where the trials log (a resume may reach the same store anew)
     parent_tags = {"sweep_id": state.sweep_id, "method": "sweep", "role": "parent"}
