@@ -227,8 +227,9 @@ def plot(entries: list[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_xlabel("trial-slot seconds (concurrency x the trials' span)")
     ax.set_xlim(0, max(e["breakdown"]["slot_s"] for e in entries) * 1.35)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(ncol=5, fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.4, -0.5 / len(entries) - 0.12))
     fig.tight_layout()
+    below = -0.6 / max(0.5, fig.get_figheight() * ax.get_position().height)  # 0.6 inch under the axis
+    ax.legend(ncol=5, fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.4, below))
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for path in paths:
         fig.savefig(path, bbox_inches="tight")
