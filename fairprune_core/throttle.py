@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-__all__ = ["Throttle"]
+__all__ = ["Throttle", "throttled"]
 
 
 class Throttle:
@@ -24,3 +25,15 @@ class Throttle:
             self._last = now
             return True
         return False
+
+
+def throttled(log: Callable[[str], None], every_s: float, indent: str = "  ") -> Callable[[str], None]:
+    """``log`` at most one line per ``every_s`` seconds, the first ``every_s`` after this call
+    (indented): a long stretch of work shows it is moving, a short one prints nothing."""
+    throttle = Throttle(every_s)
+
+    def say(line: str) -> None:
+        if throttle.due():
+            log(indent + line.lstrip())
+
+    return say

@@ -42,7 +42,7 @@ def training(synthetic, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def problem(synthetic, tmp_path_factory):
+def checkpoint(synthetic, tmp_path_factory):
     """A tiny VGG trained briefly (it must not predict one class: that model would be collapsed)."""
     from fairprune_core.checkpoint import load_checkpoint
     from fairprune_core.training import TrainConfig, pretrain
@@ -50,8 +50,12 @@ def problem(synthetic, tmp_path_factory):
     config = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
     train = TrainConfig(epochs=10, batch_size=32, lr=1e-3, lr_milestones=(), augment="none")
     res = pretrain(synthetic, config, train, tmp_path_factory.mktemp("vanilla"), log=lambda s: None)
-    ckpt = load_checkpoint(res.best_path, dataset=synthetic)
-    return build_problem(synthetic, ckpt, PruneConfig(batch_size=8, num_batches=2), log=lambda s: None)
+    return load_checkpoint(res.best_path, dataset=synthetic)
+
+
+@pytest.fixture(scope="module")
+def problem(synthetic, checkpoint):
+    return build_problem(synthetic, checkpoint, PruneConfig(batch_size=8, num_batches=2), log=lambda s: None)
 
 
 def test_every_registered_method_is_in_the_small_settings():
@@ -177,6 +181,37 @@ def test_step_progress_is_throttled_and_the_final_report_always_sent(trial_conte
     )
     assert [r["final"] for r in reports] == [True]  # a fast trial: no step waited an hour
     assert reports[0]["val_avg_f1"] == rec.val_avg_f1
+
+
+def test_throttled_progress_lines():
+    from fairprune_core.throttle import throttled
+
+    lines: list[str] = []
+    every = throttled(lines.append, 0)
+    every("step 1")
+    every("  step 2")
+    throttled(lines.append, 3600)("never said")
+    assert lines == ["  step 1", "  step 2"]
+
+
+def test_the_sweeps_driver_shows_the_progress_of_its_long_work_and_none_of_short_work(
+    synthetic, checkpoint, problem, monkeypatch
+):
+    """The driver's experiment (baselines, step-0 curvature) logs its methods' progress, throttled:
+    a pruning baseline's steps when every line is due, nothing when none is."""
+    from fairprune_core.config import SweepConfig
+    from fairprune_core.sweep import runner
+
+    cfg = SweepConfig(name="x", n_boot=100)
+    obd = make_method("obd", step_ratio=0.05, final_ratio=0.1)
+    for every_s, expect_lines in ((0.0, True), (3600.0, False)):
+        monkeypatch.setattr(runner, "PROGRESS_EVERY_S", every_s)
+        lines: list[str] = []
+        runner.driver_experiment(cfg, synthetic, checkpoint, problem, lines.append).run_method(obd)
+        assert bool(lines) == expect_lines, lines
+        if expect_lines:
+            assert all(line.startswith("  ") for line in lines), lines
+            assert any("pruned 10.00%" in line for line in lines), lines
 
 
 def test_throttle():

@@ -28,6 +28,7 @@ from ..datasets import DermDataset
 from ..experiment import Experiment, Problem, build_problem, training_setup
 from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
+from ..throttle import throttled
 from ..tracking import MlflowTracker, Tracker
 from .front import front_of, front_picks, front_summary, front_tags, trials_frame
 from .lock import sweep_lock
@@ -297,6 +298,25 @@ def run_sweep(
         return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
 
 
+PROGRESS_EVERY_S = 20.0  # the driver's own long work (baselines, step-0 curvature): one line at most this often
+
+
+def driver_experiment(
+    cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint, problem: Problem, log: Callable[[str], None]
+) -> Experiment:
+    """The driver's experiment (baselines, the shared step-0 curvature): its methods' and curvature's
+    progress reaches ``log`` at most every ``PROGRESS_EVERY_S`` seconds, so that hours of baseline
+    training on real data show they are moving while the demo's seconds print nothing."""
+    return Experiment(
+        problem,
+        n_boot=cfg.n_boot,
+        f1_floor=cfg.f1_floor,
+        training=training_setup(dataset, checkpoint),
+        log=throttled(log, PROGRESS_EVERY_S),
+        device=cfg.device,
+    )
+
+
 def _refuse_a_chance_model(experiment: Experiment) -> None:
     """A new sweep of a vanilla model near chance on validation (one class, or avg F1 below 1.5 x
     the best constant predictor's) would search for nothing: every fairness number is trivial."""
@@ -321,14 +341,7 @@ def _run_locked(
     from .tune import run_trials
 
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
-    experiment = Experiment(
-        problem,
-        n_boot=cfg.n_boot,
-        f1_floor=cfg.f1_floor,
-        training=training_setup(dataset, checkpoint),
-        log=None,
-        device=cfg.device,
-    )
+    experiment = driver_experiment(cfg, dataset, checkpoint, problem, log)
     if stored is None and not cfg.allow_chance_model:
         _refuse_a_chance_model(experiment)  # before Ray, the store, or any run
     cfg, tracker = _connect(cfg, dataset, stored)
