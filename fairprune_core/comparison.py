@@ -20,7 +20,15 @@ from .pruning import CurvatureBackend
 from .report import paper_table, significance_lines
 from .stats import INTERVAL_METHOD
 
-__all__ = ["CHANCE_ADVICE", "row_name", "run_comparison", "versus_lines", "warn_if_near_chance"]
+__all__ = [
+    "CHANCE_ADVICE",
+    "ChanceModelError",
+    "refuse_a_chance_model",
+    "row_name",
+    "run_comparison",
+    "versus_lines",
+    "warn_if_near_chance",
+]
 
 
 def row_name(record: MethodRecord) -> str:
@@ -50,8 +58,10 @@ def run_comparison(
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
     device: str = "auto",
+    allow_chance_model: bool = False,
 ) -> dict[str, Any]:
-    """Vanilla, then each of ``methods`` with one config; print the paper's tables on val and test."""
+    """Vanilla, then each of ``methods`` with one config; print the paper's tables on val and test.
+    A vanilla model near chance is refused before any method runs, unless ``allow_chance_model``."""
     problem = build_problem(dataset, checkpoint, config, log=log)
     experiment = Experiment(
         problem,
@@ -61,6 +71,8 @@ def run_comparison(
         log=log,
         device=device,
     )
+    if not allow_chance_model:
+        refuse_a_chance_model(experiment, "comparing methods on it")
     records = []
     for name in ("vanilla", *[m for m in methods if m != "vanilla"]):
         method = method_from_config(name, config)
@@ -71,6 +83,8 @@ def run_comparison(
             log(f"{method.label()}: trained like the vanilla model ({settings})")
         record = experiment.run_method(method)
         records.append(record)
+        if name == "vanilla":
+            warn_if_near_chance(record, log)  # allowed: said before the other methods run, not after
         if out is not None and record.output.masks is not None:
             extra = {
                 "prune_config": config.to_dict(),
@@ -81,7 +95,6 @@ def run_comparison(
                 out / f"{name}.pt", record.output.model, record.output.masks, dataset=dataset, extra=extra
             )
             log(f"saved {path}")
-    warn_if_near_chance(records[0], log)
     names = [
         f"{n} ({'privileged' if g == problem.privileged else 'unprivileged'})"
         for g, n in enumerate(dataset.group_names)
@@ -134,6 +147,22 @@ CHANCE_ADVICE = (
     "Pre-train a model that learns first: more --epochs, another --lr or --batch-size, a larger --width or "
     "--image-size (the paper's recipe is 200 epochs at 128 px; the README's \"Real data\" has a small one)"
 )
+
+
+class ChanceModelError(ValueError):
+    """The vanilla model is near chance on validation: pruning or debiasing it would measure nothing."""
+
+
+def refuse_a_chance_model(experiment: Experiment, what: str) -> None:
+    """Raise :class:`ChanceModelError` when the vanilla model is near chance on validation (one
+    class, or avg F1 below 1.5 x the best constant predictor's): before ``what`` starts."""
+    s = experiment.vanilla_sanity("val")
+    if s.near_chance or s.collapsed:
+        raise ChanceModelError(
+            f"the vanilla model is near chance on validation ({s.reason}): fairness numbers mean nothing for it "
+            f"and its pruning cannot be judged, so {what} would measure nothing. {CHANCE_ADVICE}; or pass "
+            f"--allow-chance-model to run it anyway"
+        )
 
 
 def warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:

@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         f"obd,fairprune (the default), 'all' every one (the training-time baselines train a model each)",
     )
     parser.add_argument("--out", type=Path, default=None, help="save the pruned checkpoints here")
+    parser.add_argument(
+        "--allow-chance-model",
+        action="store_true",
+        help="compare even a vanilla model near chance on validation (one class, or avg F1 below 1.5 x the best "
+        "constant predictor's), which is otherwise refused: its pruning cannot be judged",
+    )
     parser.add_argument("--smoke-test", action="store_true", help="a tiny model, 2 steps to 10%% (seconds; CI)")
     return parser
 
@@ -88,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     config = prune_config_from_args(args, dataset)
     pool = curvature_backend_from_args(args, checkpoint.model_config, config)
     try:
-        run_comparison(checkpoint, dataset, config, methods=methods, out=args.out, curvature=pool, device=args.device)
+        run_comparison(
+            checkpoint,
+            dataset,
+            config,
+            methods=methods,
+            out=args.out,
+            curvature=pool,
+            device=args.device,
+            allow_chance_model=args.allow_chance_model,
+        )
     finally:
         if pool is not None:
             print(

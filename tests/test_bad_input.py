@@ -161,36 +161,62 @@ def test_our_own_bugs_keep_their_traceback_and_the_variable_shows_every_one(monk
         run_main(_raise_in("config.py", ValueError("--trials must be >= 1")))
 
 
+def _one_class_checkpoint(entry, argv: list[str], path: Path) -> Path:
+    """A checkpoint of the dataset ``argv`` loads, whose model predicts class 1 for every image."""
+    from fairprune_core.checkpoint import save_checkpoint
+    from fairprune_core.cli import dataset_from_args
+    from fairprune_core.model import ModelConfig, build_model
+
+    dataset = dataset_from_args(entry._parser().parse_args(argv))
+    size = dataset.split("val").images.shape[1]
+    model = build_model(ModelConfig(num_classes=dataset.num_classes, image_size=size, width=1 / 16))
+    last = model.classifier[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(1), dataset.num_classes).float())
+    return save_checkpoint(path, model, dataset=dataset)
+
+
+CHANCE_WORDS = ("near chance on validation", "100% of predictions are one class", "--epochs", "--allow-chance-model")
+
+
 def test_a_sweep_of_a_one_class_vanilla_model_is_refused_before_ray_or_any_run(entries, tmp_path, monkeypatch, capsys):
     """A vanilla model that predicts one class: the sweep says so and what to change, in one line,
     before starting Ray, the MLflow store or any run (a sweep of it would search for nothing)."""
     import ray
 
-    from fairprune_core.checkpoint import save_checkpoint
-    from fairprune_core.cli import dataset_from_args
-    from fairprune_core.model import ModelConfig, build_model
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = tmp_path / "mlflow.db"
     argv = ["--cache-dir", str(tmp_path / "cache"), "--tracking-uri", f"sqlite:///{store}", "--name", "chance"]
-    args = entries["pareto"]._parser().parse_args(argv)
-    dataset = dataset_from_args(args)
-    model = build_model(
-        ModelConfig(num_classes=dataset.num_classes, image_size=dataset.split("val").images.shape[1], width=1 / 16)
-    )
-    last = model.classifier[-1]
-    with torch.no_grad():  # every image: class 1
-        last.weight.zero_()
-        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(1), dataset.num_classes).float())
-    save_checkpoint(tmp_path / "chance.pt", model, dataset=dataset)
+    _one_class_checkpoint(entries["pareto"], argv, tmp_path / "chance.pt")
     capsys.readouterr()
     rc = run_main(entries["pareto"].main, [*argv, "--checkpoint", "chance.pt"])
     err = capsys.readouterr().err
     assert rc not in (0, None) and "Traceback" not in err
     message = err.strip().splitlines()[-1]
-    for words in ("near chance on validation", "100% of predictions are one class", "--epochs", "--allow-chance-model"):
+    for words in (*CHANCE_WORDS, "a sweep of it"):
         assert words in message, message
     assert not store.exists(), "the MLflow store was opened for a refused sweep"
     assert not ray.is_initialized(), "Ray was started for a refused sweep"
     assert not list(tmp_path.glob("**/sweep.json")), "a refused sweep left a sweep behind"
+
+
+def test_prune_refuses_a_one_class_vanilla_model_before_any_method_and_warns_first_when_allowed(
+    entries, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--cache-dir", str(tmp_path / "cache"), "--smoke-test"]
+    _one_class_checkpoint(entries["prune"], argv, tmp_path / "chance.pt")
+    capsys.readouterr()
+    rc = run_main(entries["prune"].main, [*argv, "--checkpoint", "chance.pt"])
+    captured = capsys.readouterr()
+    assert rc not in (0, None) and "Traceback" not in captured.err
+    message = captured.err.strip().splitlines()[-1]
+    for words in (*CHANCE_WORDS, "comparing methods on it"):
+        assert words in message, message
+    assert "OBD" not in captured.out, "a method ran before the refusal"
+    # allowed: the loud warning comes right after vanilla, before the methods run
+    assert run_main(entries["prune"].main, [*argv, "--checkpoint", "chance.pt", "--allow-chance-model"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("WARNING: the vanilla model is near chance") < out.index("OBD: step")

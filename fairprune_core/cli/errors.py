@@ -34,6 +34,7 @@ _CHECKING = (
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..checkpoint import CheckpointMismatch
+    from ..comparison import ChanceModelError
     from ..datasets import DatasetError
     from ..distributed import PoolResourcesError
     from ..sweep.lock import SweepLocked
@@ -44,6 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         TrackingError,
         PoolResourcesError,
         CheckpointMismatch,
+        ChanceModelError,
         SweepLocked,
     )
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..checkpoint import Checkpoint
-from ..comparison import CHANCE_ADVICE, warn_if_near_chance
+from ..comparison import refuse_a_chance_model, warn_if_near_chance
 from ..config import SweepConfig
 from ..datasets import DermDataset
 from ..experiment import Experiment, Problem, build_problem, training_setup
@@ -317,18 +317,6 @@ def driver_experiment(
     )
 
 
-def _refuse_a_chance_model(experiment: Experiment) -> None:
-    """A new sweep of a vanilla model near chance on validation (one class, or avg F1 below 1.5 x
-    the best constant predictor's) would search for nothing: every fairness number is trivial."""
-    s = experiment.vanilla_sanity("val")
-    if s.near_chance or s.collapsed:
-        raise ValueError(
-            f"the vanilla model is near chance on validation ({s.reason}): fairness numbers mean nothing for it "
-            f"and its pruning cannot be judged, so the sweep would search for nothing. {CHANCE_ADVICE}; or pass "
-            f"--allow-chance-model to sweep it anyway"
-        )
-
-
 def _run_locked(
     cfg: SweepConfig,
     dataset: DermDataset,
@@ -343,7 +331,7 @@ def _run_locked(
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
     experiment = driver_experiment(cfg, dataset, checkpoint, problem, log)
     if stored is None and not cfg.allow_chance_model:
-        _refuse_a_chance_model(experiment)  # before Ray, the store, or any run
+        refuse_a_chance_model(experiment, "a sweep of it")  # before Ray, the store, or any run
     cfg, tracker = _connect(cfg, dataset, stored)
     experiment.tracker = tracker  # connected after the check: a refused sweep has started nothing
     experiment_name = cfg.experiment or f"fairprune-{dataset.name}"
