@@ -17,6 +17,7 @@ from fairprune_core.pruning import apply_masks, prunable_parameters
 from fairprune_core.tracking import (
     TrackingError,
     check_tracking_uri,
+    load_pruned_model,
     log_pruned_model,
     logged_model_bytes,
     resolve_tracking_uri,
@@ -62,7 +63,8 @@ def test_logging_a_model_draws_no_progress_bar_unless_asked(tmp_path, capfd, mon
     model, masks = _pruned(0.5)
     with mlflow.start_run(experiment_id=exp):
         capfd.readouterr()
-        log_pruned_model(model, masks)
+        info = log_pruned_model(model, masks)
+        load_pruned_model(info.model_uri)  # what the report does for each model it evaluates
         quiet = capfd.readouterr().err
         monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")  # the user's choice wins
         log_pruned_model(model, masks, name="again")

@@ -104,8 +104,8 @@ def experiment_id(uri: str, name: str) -> str:
 
 @contextmanager
 def _no_progress_bar() -> Iterator[None]:
-    """Without MLflow's "Downloading artifacts" bar (logging a model reads one small file back),
-    unless the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` themselves."""
+    """Without MLflow's "Downloading artifacts" bar (logging a model reads one small file back;
+    loading one downloads a few), unless the user set ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``."""
     key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     if key in os.environ:
         yield
@@ -220,7 +220,7 @@ def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():  # a report loads several: no bar each
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         path = local / "extra_files" / SAFETENSORS_FILE
         if not path.is_file():
