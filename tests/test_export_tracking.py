@@ -146,6 +146,35 @@ def test_a_safetensors_only_model_is_half_the_bytes_registers_and_loads_without_
         mlflow.pytorch.load_model(only.model_uri)
 
 
+def test_loading_reads_only_the_safetensors_file_by_id_version_or_alias_and_names_a_model_without_one(
+    tmp_path, monkeypatch
+):
+    """load_pruned_model fetches the one file it reads (not the pickled copy beside it), for a
+    logged model's id and for registry URIs; a model logged without it is a clear TrackingError."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlflow.create_experiment("one-file", artifact_location=(tmp_path / "art").as_uri())
+    model, masks = _pruned(0.5, seed=7)
+    with mlflow.start_run(experiment_id=exp):
+        info = log_pruned_model(model, masks, name="m")
+        plain = mlflow.pytorch.log_model(model, name="plain", serialization_format="pickle", pip_requirements=[])
+    version = mlflow.register_model(info.model_uri, "one-file")
+    mlflow.MlflowClient().set_registered_model_alias("one-file", "knee", version.version)
+    fetched: list[str] = []
+    real = mlflow.artifacts.download_artifacts
+
+    def spy(*args, **kwargs):  # the real download, recording what was asked for
+        fetched.append(kwargs["artifact_uri"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", spy)
+    x = torch.randn(2, 3, 32, 32)
+    for uri in (info.model_uri, f"models:/one-file/{version.version}", "models:/one-file@knee"):
+        assert torch.equal(load_pruned_model(uri)(x), model(x)), uri
+    assert len(fetched) == 3 and all(u.endswith("/extra_files/pruned_model.safetensors") for u in fetched), fetched
+    with pytest.raises(TrackingError, match=r"has no extra_files/pruned_model.safetensors .*mlflow.pytorch.load_model"):
+        load_pruned_model(plain.model_uri)
+
+
 def test_a_safetensors_file_of_another_kind_is_refused(tmp_path):
     from safetensors.torch import save_file
 

@@ -215,20 +215,37 @@ def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
     safetensors file: nothing is unpickled, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
     false. Returns the :class:`~fairprune_core.export.PrunedVGG` (``.masks``: its pruning masks)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from ..export import SAFETENSORS_FILE, load_safetensors
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    # the one file, not the whole model (its pickled copy is as large and never read here)
     with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():  # a report loads several: no bar each
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        path = local / "extra_files" / SAFETENSORS_FILE
-        if not path.is_file():
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=_weights_uri(model_uri), dst_path=tmp)
+        except (MlflowException, OSError) as exc:
             raise TrackingError(
-                f"{model_uri} has no {SAFETENSORS_FILE} (logged by an older FairPrune?); load it with "
-                f"mlflow.pytorch.load_model, which unpickles"
-            )
-        return load_safetensors(path)
+                f"{model_uri} has no extra_files/{SAFETENSORS_FILE} (logged by an older FairPrune?); load it "
+                f"with mlflow.pytorch.load_model, which unpickles ({exc})"
+            ) from exc
+        return load_safetensors(Path(path))
+
+
+def _weights_uri(model_uri: str) -> str:
+    """Where a logged model's safetensors file is: under the model (a registry URI, ``models:/<name>/<version>``
+    or ``@alias``, takes the path after it), or, for a logged model's id (``models:/m-...``, which MLflow
+    would read as a registered name), under its artifact location."""
+    import mlflow
+
+    from ..export import SAFETENSORS_FILE
+
+    tail = f"extra_files/{SAFETENSORS_FILE}"
+    inside = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
+    if inside.startswith("m-") and "/" not in inside and "@" not in inside:
+        return f"{mlflow.get_logged_model(inside).artifact_location.rstrip('/')}/{tail}"
+    return f"{model_uri.rstrip('/')}/{tail}"
 
 
 def logged_model_bytes(model_id: str) -> int:
