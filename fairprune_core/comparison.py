@@ -157,7 +157,7 @@ def refuse_a_chance_model(experiment: Experiment, what: str) -> None:
     """Raise :class:`ChanceModelError` when the vanilla model is near chance on validation (one
     class, or avg F1 below 1.5 x the best constant predictor's): before ``what`` starts."""
     s = experiment.vanilla_sanity("val")
-    if s.near_chance or s.collapsed:
+    if not s.ok:
         raise ChanceModelError(
             f"the vanilla model is near chance on validation ({s.reason}): fairness numbers mean nothing for it "
             f"and its pruning cannot be judged, so {what} would measure nothing. {CHANCE_ADVICE}; or pass "
@@ -167,10 +167,9 @@ def refuse_a_chance_model(experiment: Experiment, what: str) -> None:
 
 def warn_if_near_chance(vanilla: MethodRecord, log: Callable[[str], None]) -> None:
     s = vanilla.sanity["val"]
-    if s.near_chance or s.collapsed:
+    if not s.ok:
+        bar = "!" * 100
         log(
-            "\n" + "!" * 100 + f"\nWARNING: the vanilla model is near chance on validation ({s.reason}).\n"
-            f"Fairness numbers mean nothing for such a model, and pruning it cannot be judged. {CHANCE_ADVICE}.\n"
-            + "!"
-            * 100
+            f"\n{bar}\nWARNING: the vanilla model is near chance on validation ({s.reason}).\n"
+            f"Fairness numbers mean nothing for such a model, and pruning it cannot be judged. {CHANCE_ADVICE}.\n{bar}"
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 # only the light flag definitions at import time: --help answers at once
 from fairprune_core.cli import (
+    add_chance_argument,
     add_checkpoint_argument,
     add_data_arguments,
     add_pretrain_arguments,
@@ -61,12 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         f"obd,fairprune (the default), 'all' every one (the training-time baselines train a model each)",
     )
     parser.add_argument("--out", type=Path, default=None, help="save the pruned checkpoints here")
-    parser.add_argument(
-        "--allow-chance-model",
-        action="store_true",
-        help="compare even a vanilla model near chance on validation (one class, or avg F1 below 1.5 x the best "
-        "constant predictor's), which is otherwise refused: its pruning cannot be judged",
-    )
+    add_chance_argument(parser, "compare")
     parser.add_argument("--smoke-test", action="store_true", help="a tiny model, 2 steps to 10%% (seconds; CI)")
     return parser
 

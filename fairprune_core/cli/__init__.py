@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..config import PRESETS
 from .common import (
+    add_chance_argument,
     add_checkpoint_argument,
     add_data_arguments,
     add_pretrain_arguments,
@@ -37,6 +38,7 @@ from .sweep import (
 
 __all__ = [
     "PRESETS",
+    "add_chance_argument",
     "add_checkpoint_argument",
     "add_data_arguments",
     "add_pretrain_arguments",

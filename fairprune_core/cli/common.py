@@ -16,6 +16,7 @@ from typing import Any
 from ..config import DATASET_NAMES, ESTIMATORS, PRESETS, SYNTHETIC_BIASES, Preset, PruneConfig, SweepConfig
 
 __all__ = [
+    "add_chance_argument",
     "add_checkpoint_argument",
     "add_data_arguments",
     "add_pretrain_arguments",
@@ -184,6 +185,16 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="pre-trained checkpoint (default: pre-train with the flags above, or reuse one)",
+    )
+
+
+def add_chance_argument(parser: Any, what: str) -> None:
+    """``--allow-chance-model``: run ``what`` ("sweep", "compare") even on a vanilla model near chance."""
+    parser.add_argument(
+        "--allow-chance-model",
+        action="store_true",
+        help=f"{what} even a vanilla model near chance on validation (one class, or avg F1 below 1.5 x the best "
+        "constant predictor's), which is otherwise refused: its pruning cannot be judged",
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import PREPARE, SAMPLERS, SearchSpace, SweepConfig, default_baselines
 from ..sweep.study import grid_size
-from .common import checkpoint_before_work, prune_config_from_args, without_data
+from .common import add_chance_argument, checkpoint_before_work, prune_config_from_args, without_data
 
 __all__ = [
     "add_sweep_arguments",
@@ -53,12 +53,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="log each model once, as safetensors (half the bytes, nothing to unpickle; load it with "
         "fairprune_core.tracking.load_pruned_model), without MLflow's PyTorch flavour (mlflow.pytorch.load_model)",
     )
-    g.add_argument(
-        "--allow-chance-model",
-        action="store_true",
-        help="sweep even a vanilla model near chance on validation (one class, or avg F1 below 1.5 x the best "
-        "constant predictor's), which a sweep otherwise refuses: its pruning cannot be judged",
-    )
+    add_chance_argument(g, "sweep")
     g.add_argument("--beta-range", type=float, nargs=2, default=c.space.beta, metavar=("LOW", "HIGH"))
     g.add_argument(
         "--step-range",
