@@ -131,6 +131,10 @@ class SweepStudy:
         self._lock = threading.RLock()
 
     # -- setting up -----------------------------------------------------------------------------
+    def is_empty(self) -> bool:
+        """No trial asked, queued or told yet."""
+        return not self.study.get_trials(deepcopy=False)
+
     def enqueue_paper_settings(self) -> None:
         if isinstance(self.study.sampler, _grid_sampler()):
             return  # the grid holds them already

@@ -1,0 +1,76 @@
+"""The trials' Ray Tune run starts ahead of the driver's preamble: a preamble that stops leaves
+no trial behind, no Tune thread running, and the same sweep starts again from scratch."""
+
+from __future__ import annotations
+
+import threading
+
+import mlflow
+import optuna
+import pytest
+import ray
+
+
+@pytest.fixture()
+def checkpoint(synthetic, tmp_path_factory):
+    from fairprune_core.checkpoint import load_checkpoint
+    from fairprune_core.model import ModelConfig
+    from fairprune_core.training import TrainConfig, pretrain
+
+    model = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)
+    out = tmp_path_factory.mktemp("vanilla")
+    res = pretrain(synthetic, model, TrainConfig(epochs=1, augment="none"), out, log=lambda _: None)
+    return load_checkpoint(res.best_path, dataset=synthetic)
+
+
+def _trials_in(directory, name):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _no_tune_thread() -> bool:
+    return not [t for t in threading.enumerate() if t.name == "ray-tune" and t.is_alive()]
+
+
+def test_a_preamble_stopped_by_ctrl_c_leaves_no_trial_and_the_sweep_goes_on_as_before(
+    synthetic, checkpoint, tmp_path, monkeypatch
+):
+    """Ctrl-C in the baselines: nothing saved, the same command starts anew. Ctrl-C after them
+    (the sweep's state saved): --resume runs the trials, the paper's settings first, once."""
+    from fairprune_core.config import PAPER_SETTINGS, SweepConfig
+    from fairprune_core.sweep import runner
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = SweepConfig(
+        name="s", storage=tmp_path / "sweeps", tracking_uri=uri, num_trials=2, baselines=("vanilla",),
+        allow_chance_model=True, n_boot=100,
+    )  # fmt: skip
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        for step in ("_run_baselines", "initial_curvature"):  # warm-ups started before either
+            with monkeypatch.context() as m:
+                m.setattr(runner, step, ctrl_c)
+                with pytest.raises(KeyboardInterrupt):
+                    runner.run_sweep(cfg, synthetic, checkpoint, log=lambda _: None)
+            assert _no_tune_thread(), step
+            assert _trials_in(cfg.directory, "s") == [], step  # not even the paper's settings queued
+            mlflow.set_tracking_uri(uri)
+            assert mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'trial'").empty
+            # stopped in the baselines: no sweep to resume (the loop's second pass starts it anew)
+            assert (cfg.directory / "sweep.json").is_file() == (step == "initial_curvature")
+        outcome = runner.run_sweep(cfg, synthetic, checkpoint, resume=True, log=lambda _: None)
+        assert len(outcome.trials) == 2 and not outcome.interrupted and _no_tune_thread()
+        trials = sorted(_trials_in(cfg.directory, "s"), key=lambda t: t.number)
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert [t.params for t in trials] == [dict(p) for p in PAPER_SETTINGS][:2]
+    finally:
+        ray.shutdown()
