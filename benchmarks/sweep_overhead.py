@@ -7,18 +7,22 @@ Runs ``python sweeps/pareto.py`` (synthetic default, its own store and folder; t
 model is cached first, so pre-training is not timed) and splits its wall time with what the
 stores recorded, nothing sampled:
 
-* preamble: from the command's start to the first trial's suggestion (Python and Ray start-up,
-  the data, the baselines, the shared step-0 curvature);
+* preamble: from the command's start to the trials' begin (Python and Ray start-up, the data,
+  the baselines, the shared step-0 curvature; meanwhile the slots' workers start);
 * per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
   its ``timing/*`` metrics): the slot's wait for the sampler's suggestion (none when it was
   prepared while trials ran; the sampler's own time is listed below the table), worker start
-  (a warm worker's first trial: its process, imports and first MLflow connection), trial start
+  (a slot worker's first trial: what of its process, imports and first MLflow connection its
+  warm-up did not pay), trial start
   (from the suggestion to the trial's code running: a new Ray actor process and its imports,
   unless actors are reused),
   pruning (curvature + selection, summed over steps), per-step validation, progress reports
   (per-step Tune reports and MLflow curves), final evaluation and bootstrap, logging (the rest of
   the MLflow run) and trial end (from the run's end to the tell);
-* idle slot time: concurrency x (first suggestion to last tell) minus the trials' occupancy.
+* idle slot time: concurrency x (the trials' begin to the last tell) minus the trials' occupancy;
+  the trials begin when the driver hands them the context (the parent run's
+  ``timing/trials_begin_unix``; older sweeps: the first suggestion). The slots' workers start
+  before that, during the preamble (one warm-up trial per slot): that time is the preamble's.
 
 Shares are of the trial-slot time. Appends one labelled entry to
 ``benchmarks/results/sweep_overhead.json`` (before/after figures side by side) and prints the table.
@@ -129,9 +133,23 @@ def _trials(work: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["asked"])
 
 
-def breakdown(trials: list[dict[str, Any]], start: float, end: float, concurrency: int) -> dict[str, Any]:
-    """Seconds per part, summed over trials, and their shares of the trial-slot time."""
+def _trials_begin(work: Path) -> float | None:
+    """When the driver handed the trials their context (None: a sweep from before it was logged)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
+    parents = mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'parent'")
+    value = parents.iloc[0].get("metrics.timing/trials_begin_unix") if len(parents) else None
+    return None if value is None or value != value else float(value)  # NaN: not logged
+
+
+def breakdown(
+    trials: list[dict[str, Any]], start: float, end: float, concurrency: int, begin: float | None = None
+) -> dict[str, Any]:
+    """Seconds per part, summed over trials, and their shares of the trial-slot time, which starts
+    at ``begin`` (the trials' context handed over) or else at the first suggestion."""
     first, last = min(t["asked"] for t in trials), max(t["told"] for t in trials)
+    first = min(first, begin) if begin is not None else first
     slots = concurrency * (last - first)
     parts = dict.fromkeys(PARTS, 0.0)
     seen: set[str] = set()
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start, end, pretrain, _ = _run_sweep(work, args.trials, args.concurrency, extra, args.repo.resolve())
-        trials = _trials(work)
+        trials, begin = _trials(work), _trials_begin(work)
     entry = {
         "label": args.label,
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -278,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": _commit(args.repo.resolve()),
         "cpus": os.cpu_count(),
         "pretrain_s_not_counted": pretrain,
-        "breakdown": breakdown(trials, start, end, args.concurrency),
+        "breakdown": breakdown(trials, start, end, args.concurrency, begin),
     }
     print(table(entry))
     results = json.loads(args.out.read_text()) if args.out.is_file() else []

@@ -72,5 +72,10 @@ def test_a_preamble_stopped_by_ctrl_c_leaves_no_trial_and_the_sweep_goes_on_as_b
         trials = sorted(_trials_in(cfg.directory, "s"), key=lambda t: t.number)
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
         assert [t.params for t in trials] == [dict(p) for p in PAPER_SETTINGS][:2]
+        # the parent run says when the trials could begin (the benchmark's start of the slots' time)
+        client = mlflow.MlflowClient(uri)
+        begin = client.get_run(outcome.parent_run_id).data.metrics["timing/trials_begin_unix"]
+        runs = client.search_runs([outcome.experiment_id], "tags.role = 'trial'")
+        assert len(runs) == 2 and all(begin <= r.info.start_time / 1000 for r in runs)
     finally:
         ray.shutdown()

@@ -391,7 +391,10 @@ def _run_locked(
                     f"{already} trials finished, running {cfg.num_trials - already} more ({cfg.sampler} sampler, "
                     f"{cfg.concurrency} at a time, {cfg.workers_per_trial} curvature workers per trial)"
                 )
-                interrupted = trials.begin(_trial_context(cfg, state, experiment, initial))
+                ctx = _trial_context(cfg, state, experiment, initial)
+                # when the trials could begin (benchmarks/sweep_overhead.py: the slots' time starts here)
+                tracker.log_metrics({"timing/trials_begin_unix": time.time()}, step=state.invocations)
+                interrupted = trials.begin(ctx)
         trials, front, aliases = _publish_front(tracker, state, cfg.directory, experiment_name)
     if interrupted:
         tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed
