@@ -8,12 +8,11 @@ model is cached first, so pre-training is not timed) and splits its wall time wi
 stores recorded, nothing sampled:
 
 * preamble: from the command's start to the trials' begin (Python and Ray start-up, the data,
-  the baselines, the shared step-0 curvature; meanwhile the slots' workers start);
+  the baselines, the shared step-0 curvature);
 * per trial, from the Optuna study (ask and tell times) and the trial's MLflow run (start, end and
   its ``timing/*`` metrics): the slot's wait for the sampler's suggestion (none when it was
   prepared while trials ran; the sampler's own time is listed below the table), worker start
-  (a slot worker's first trial: what of its process, imports and first MLflow connection its
-  warm-up did not pay), trial start
+  (a warm worker's first trial: its process, imports and first MLflow connection), trial start
   (from the suggestion to the trial's code running: a new Ray actor process and its imports,
   unless actors are reused),
   pruning (curvature + selection, summed over steps), per-step validation, progress reports
@@ -21,8 +20,8 @@ stores recorded, nothing sampled:
   the MLflow run) and trial end (from the run's end to the tell);
 * idle slot time: concurrency x (the trials' begin to the last tell) minus the trials' occupancy;
   the trials begin when the driver hands them the context (the parent run's
-  ``timing/trials_begin_unix``; older sweeps: the first suggestion). The slots' workers start
-  before that, during the preamble (one warm-up trial per slot): that time is the preamble's.
+  ``timing/trials_begin_unix``; older sweeps: the first suggestion), so that nothing a slot
+  waits for before its first trial's suggestion hides in the preamble.
 
 Shares are of the trial-slot time. Appends one labelled entry to
 ``benchmarks/results/sweep_overhead.json`` (before/after figures side by side) and prints the table.

@@ -367,24 +367,3 @@ def test_the_gp_samplers_per_suggestion_warning_is_said_once(tmp_path):
         exec("np.zeros(2) / np.zeros(2)", {"__name__": optim_mixed.__name__, "np": np})  # as in its code
         np.zeros(2) / np.zeros(2)  # elsewhere: still warned
     assert [str(w.message) for w in caught] == ["invalid value encountered in divide"], caught
-
-
-def test_warm_ups_come_first_then_study_trials_once_the_context_is_ready(tmp_path):
-    """The trial run's searcher: one warm-up per slot (no study trial), nothing while the driver's
-    preamble runs, study suggestions once it is ready; none once the preamble failed."""
-    from ray.tune.search import Searcher
-
-    from fairprune_core.sweep.tune import WARMUP, StudySearcher
-
-    study = _study(tmp_path)
-    searcher = StudySearcher(study, 0.5, budget=2, prepare="never", warmups=2)
-    assert [searcher.suggest(t) for t in ("w1", "w2")] == [{WARMUP: True}, {WARMUP: True}]
-    assert searcher.suggest("a") is None and study.study.get_trials() == []  # the preamble still runs
-    searcher.on_trial_complete("w1", {WARMUP: True})  # a warm-up's end tells the study nothing
-    searcher.ready.set()
-    assert searcher.suggest("a")["trial_number"] == 0
-    (tmp_path / "c").mkdir()
-    cancelled = StudySearcher(_study(tmp_path / "c"), 0.5, budget=2, warmups=1)
-    cancelled.suggest("w")
-    cancelled.cancelled = True
-    assert cancelled.suggest("a") == Searcher.FINISHED

@@ -232,10 +232,8 @@ def test_sweep_logs_tags_resumes_without_duplicates(swept):
         assert ("collapse_reason" in r.data.tags) == collapsed, r.data.tags
         if collapsed:
             assert re.search(r"predictions are one class|below the floor \d\.\d{3}", r.data.tags["collapse_reason"])
-    # warm trial workers: the trials of a sweep run in fewer processes than there are trials, each
-    # of them started (a warm-up trial) while the driver ran its preamble, not by its first trial
+    # warm trial workers: the trials of a sweep run in fewer processes than there are trials
     assert len({r.data.tags["trial_process"] for r in trials}) < len(trials)
-    assert {r.data.tags["trial_worker_warmed"] for r in trials} == {"true"}
     numbers = [r.data.tags["optuna_trial"] for r in trials]
     assert len(trials) == 6 and len(set(numbers)) == 6, f"finished trial runs: {sorted(numbers)}"
     # the paper's settings were evaluated first

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -149,18 +148,14 @@ def initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[s
     return sums
 
 
-def _open_study(cfg: SweepConfig, log: Callable[[str], None]) -> SweepStudy:
-    return SweepStudy(
+def _open_study(
+    cfg: SweepConfig, state: SweepState, tracker: Tracker, new: bool, log: Callable[[str], None]
+) -> SweepStudy:
+    study = SweepStudy(
         cfg.directory, cfg.name, space=cfg.space, sampler=cfg.sampler, seed=cfg.seed, num_trials=cfg.num_trials, log=log
     )
-
-
-def _prepare_study(
-    cfg: SweepConfig, study: SweepStudy, state: SweepState, tracker: Tracker, new: bool, log: Callable[[str], None]
-) -> None:
-    """After the preamble, before any trial: the paper's settings first (a study without trials:
-    also one whose first invocation stopped before them), the trials an interrupted sweep left
-    unfinished queued again and their runs closed (a resumed one)."""
+    # the paper's settings first in a study without trials: a new sweep, or one whose first
+    # invocation stopped before its trials (its state saved after the baselines, its study not)
     if cfg.paper_settings_first and study.is_empty():
         study.enqueue_paper_settings()
     study.requeue_interrupted()
@@ -173,6 +168,7 @@ def _prepare_study(
                 f"runs left open by the interrupted sweep: {finished} completed trial(s) marked "
                 f"FINISHED, {killed} unfinished one(s) marked KILLED (those are run again)"
             )
+    return study
 
 
 def _trial_context(
@@ -323,30 +319,6 @@ def driver_experiment(
     )
 
 
-@contextmanager
-def _trials_ahead(
-    cfg: SweepConfig, state: SweepState, study: SweepStudy, already: int, log: Callable[[str], None]
-) -> Iterator[Any]:
-    """The Ray Tune run of the remaining trials, started ahead of the preamble (None: none remain)."""
-    if cfg.num_trials <= already:
-        yield None
-        return
-    from .tune import trial_run
-
-    run = trial_run(
-        cfg,
-        study,
-        state.f1_floor_abs,
-        tracking_uri=state.tracking_uri,
-        experiment_id=state.experiment_id,
-        already=already,
-        invocation=state.invocations + 1,
-        log=log,
-    )
-    with run:
-        yield run
-
-
 def _run_locked(
     cfg: SweepConfig,
     dataset: DermDataset,
@@ -356,6 +328,8 @@ def _run_locked(
     log: Callable[[str], None],
     t_start: float,
 ) -> SweepOutcome:
+    from .tune import run_trials
+
     problem = build_problem(dataset, checkpoint, cfg.prune, privileged=stored.privileged if stored else None, log=log)
     experiment = driver_experiment(cfg, dataset, checkpoint, problem, log)
     if stored is None and not cfg.allow_chance_model:
@@ -373,28 +347,24 @@ def _run_locked(
             state.parent_run_id, state.flags = parent, dict(flags or {})
             _log_setup(tracker, cfg, dataset, checkpoint, problem)
             tracker.log_params({"f1_floor_abs": floor})
-        study = _open_study(cfg, log)  # nothing queued yet: a preamble that fails leaves no trial behind
+            state.baselines = _run_baselines(cfg, experiment, state.sweep_id, log)
+            state.save(cfg.directory)
+        initial = initial_curvature(cfg, experiment, log)
+        study = _open_study(cfg, state, tracker, new=stored is None, log=log)
         already = study.finished_count()
         interrupted = False
-        # the trials' Ray Tune run starts now: its workers start while the preamble runs
-        with _trials_ahead(cfg, state, study, already, log) as trials:
-            if stored is None:
-                state.baselines = _run_baselines(cfg, experiment, state.sweep_id, log)
-                state.save(cfg.directory)
-            initial = initial_curvature(cfg, experiment, log)
-            _prepare_study(cfg, study, state, tracker, new=stored is None, log=log)
-            if trials is not None:
-                state.invocations += 1
-                state.config = cfg.to_dict()
-                state.save(cfg.directory)
-                log(
-                    f"{already} trials finished, running {cfg.num_trials - already} more ({cfg.sampler} sampler, "
-                    f"{cfg.concurrency} at a time, {cfg.workers_per_trial} curvature workers per trial)"
-                )
-                ctx = _trial_context(cfg, state, experiment, initial)
-                # when the trials could begin (benchmarks/sweep_overhead.py: the slots' time starts here)
-                tracker.log_metrics({"timing/trials_begin_unix": time.time()}, step=state.invocations)
-                interrupted = trials.begin(ctx)
+        if cfg.num_trials > already:
+            state.invocations += 1
+            state.config = cfg.to_dict()
+            state.save(cfg.directory)
+            log(
+                f"{already} trials finished, running {cfg.num_trials - already} more ({cfg.sampler} sampler, "
+                f"{cfg.concurrency} at a time, {cfg.workers_per_trial} curvature workers per trial)"
+            )
+            ctx = _trial_context(cfg, state, experiment, initial)
+            # when the trials could begin (benchmarks/sweep_overhead.py: the slots' time starts here)
+            tracker.log_metrics({"timing/trials_begin_unix": time.time()}, step=state.invocations)
+            interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
         trials, front, aliases = _publish_front(tracker, state, cfg.directory, experiment_name)
     if interrupted:
         tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed

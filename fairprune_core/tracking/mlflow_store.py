@@ -315,10 +315,6 @@ class MlflowTracker:
         mlflow.set_tracking_uri(self.uri)
         return MlflowClient(self.uri)
 
-    def open_store(self) -> None:
-        """Connect to the store once (one query), so that this process's first run does not wait for it."""
-        self._client().get_experiment(self.experiment_id)
-
     @contextmanager
     def run(self, name: str, *, tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[str]:
         import mlflow
