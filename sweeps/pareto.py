@@ -167,6 +167,18 @@ def _print_outcome(outcome: Any) -> None:
             print(f"    model = load_pruned_model({uri!r}, tracking_uri={outcome.tracking_uri!r})")
 
 
+RESUME = "python sweeps/pareto.py --resume"
+
+
+def _stopped_before_trials(cfg: Any) -> str:
+    """What a Ctrl-C before the trials leaves: a sweep to resume once its baselines are saved."""
+    from fairprune_core.sweep.state import SweepState
+
+    if SweepState.exists(cfg.directory):
+        return f"\nThe sweep stopped early (Ctrl-C). Resume it with:\n  {RESUME} --name {cfg.name}"
+    return "\nThe sweep stopped (Ctrl-C) before its baselines were saved: nothing to resume; run the command again"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     from_file = apply_config_file(parser, argv)
@@ -182,10 +194,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from fairprune_core.sweep import run_sweep
 
-    outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume, flags=_plain(vars(args)))
+    try:
+        outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume, flags=_plain(vars(args)))
+    except KeyboardInterrupt:  # in the preamble (Ctrl-C while trials run ends the sweep gracefully)
+        print(_stopped_before_trials(cfg))
+        return 130
     _print_outcome(outcome)
     if outcome.interrupted:
-        print(f"\nThe sweep stopped early. Resume it with:\n  python sweeps/pareto.py --resume --name {cfg.name}")
+        print(f"\nThe sweep stopped early. Resume it with:\n  {RESUME} --name {cfg.name}")
         return 130
     return 0
 

@@ -85,3 +85,30 @@ def test_a_safetensors_only_sweep_logs_every_model_once_and_says_how_to_load_it(
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "@knee" in res.stdout and "load_pruned_model(" in res.stdout
     assert "mlflow.pytorch.load_model" not in res.stdout
+
+
+def test_ctrl_c_before_the_trials_says_whether_there_is_a_sweep_to_resume(tmp_path, cache_dir):
+    """Ctrl-C in the baselines: exit 130, no traceback, and the advice that fits what is on disk
+    (resume once the sweep's state is saved, else run the command again)."""
+    import signal
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(REPO / "sweeps" / "pareto.py"), "--smoke-test", "--cache-dir", str(cache_dir)]
+    cmd += ["--name", "stopped", "--storage", str(tmp_path / "sweeps")]
+    cmd += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    out = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        out.append(line)
+        if line.startswith("baseline: "):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    text = "".join(out) + rest
+    assert proc.returncode == 130, text[-3000:]
+    assert "Traceback" not in text and "trials finished" not in text
+    if (tmp_path / "sweeps" / "stopped" / "sweep.json").is_file():  # the signal came after the baselines
+        assert "Resume it with:\n  python sweeps/pareto.py --resume --name stopped" in text
+    else:
+        assert "before its baselines were saved: nothing to resume; run the command again" in text
