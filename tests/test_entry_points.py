@@ -112,3 +112,24 @@ def test_ctrl_c_before_the_trials_says_whether_there_is_a_sweep_to_resume(tmp_pa
         assert "Resume it with:\n  python sweeps/pareto.py --resume --name stopped" in text
     else:
         assert "before its baselines were saved: nothing to resume; run the command again" in text
+
+
+def test_ctrl_c_in_pretraining_is_one_line_and_the_same_command_resumes(tmp_path, cache_dir):
+    import signal
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, str(REPO / "sweeps" / "pretrain.py"), "--smoke-test", "--epochs", "30"]
+    cmd += ["--cache-dir", str(cache_dir), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    out = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        out.append(line)
+        if line.startswith("epoch 1/30"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    text = "".join(out) + rest
+    assert proc.returncode == 130 and "Traceback" not in text, text[-3000:]
+    assert "stopped (Ctrl-C); the same command resumes from the last finished epoch" in text
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
