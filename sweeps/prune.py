@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a comparison keeps nothing but the pruned checkpoints it already saved to --out
+INTERRUPTED = "kept: only the checkpoints already saved to --out; the same command runs every method again"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -111,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, interrupted="the methods that finished are logged; the same command runs them all again"))
+    sys.exit(run_main(main, interrupted=INTERRUPTED))

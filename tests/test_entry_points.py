@@ -133,3 +133,19 @@ def test_ctrl_c_in_pretraining_is_one_line_and_the_same_command_resumes(tmp_path
     assert "stopped (Ctrl-C); the same command resumes from the last finished epoch" in text
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def test_ctrl_c_keeps_its_traceback_when_asked(monkeypatch, capsys):
+    import pytest
+
+    from fairprune_core.cli import run_main
+
+    def main(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("FAIRPRUNE_TRACEBACK", "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_main(main)
+    monkeypatch.delenv("FAIRPRUNE_TRACEBACK")
+    assert run_main(main, interrupted="what is kept") == 130
+    assert capsys.readouterr().err.strip() == "stopped (Ctrl-C); what is kept"
