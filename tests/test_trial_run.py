@@ -1,6 +1,6 @@
 """A sweep stopped in its preamble (Ctrl-C in the baselines or the shared step-0 curvature)
-leaves no trial behind and goes on as before: started anew, or resumed with the paper's settings
-first; the parent run says when the trials could begin."""
+leaves no trial behind, its parent run KILLED, and goes on as before: started anew, or resumed
+with the paper's settings first; the parent run says when the trials could begin."""
 
 from __future__ import annotations
 
@@ -62,8 +62,11 @@ def test_a_preamble_stopped_by_ctrl_c_leaves_no_trial_and_the_sweep_goes_on_as_b
             assert mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'trial'").empty
             # stopped in the baselines: no sweep to resume (the loop's second pass starts it anew)
             assert (cfg.directory / "sweep.json").is_file() == (step == "initial_curvature")
+            parents = mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'parent'")
+            assert parents.sort_values("start_time")["status"].iloc[-1] == "KILLED", step  # not FAILED
         outcome = runner.run_sweep(cfg, synthetic, checkpoint, resume=True, log=lambda _: None)
         assert len(outcome.trials) == 2 and not outcome.interrupted
+        assert mlflow.get_run(outcome.parent_run_id).info.status == "FINISHED"
         trials = sorted(_trials_in(cfg.directory, "s"), key=lambda t: t.number)
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
         assert [t.params for t in trials] == [dict(p) for p in PAPER_SETTINGS][:2]

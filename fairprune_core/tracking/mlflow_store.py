@@ -330,7 +330,11 @@ class MlflowTracker:
             nested=parent is not None and not run_id,
             tags=dict(tags or {}),
         ) as started:
-            yield started.info.run_id
+            try:
+                yield started.info.run_id
+            except KeyboardInterrupt:
+                mlflow.end_run("KILLED")  # Ctrl-C: stopped by the user, not FAILED (MLflow's default)
+                raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
