@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume, flags=_plain(vars(args)))
     except KeyboardInterrupt:  # in the preamble (Ctrl-C while trials run ends the sweep gracefully)
+        if os.environ.get("FAIRPRUNE_TRACEBACK") == "1":
+            raise
         print(_stopped_before_trials(cfg))
         return 130
     _print_outcome(outcome)
@@ -207,4 +210,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    # Ctrl-C before the sweep starts (in its pre-training): the same command resumes that
+    sys.exit(run_main(main, interrupted="the same command resumes the pre-training from its last finished epoch"))
