@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 # only the light flag definitions at import time: --help answers at once
 from fairprune_core.cli import (
+    Interrupted,
     add_checkpoint_argument,
     add_data_arguments,
     add_pretrain_arguments,
@@ -176,8 +176,8 @@ def _stopped_before_trials(cfg: Any) -> str:
     from fairprune_core.sweep.state import SweepState
 
     if SweepState.exists(cfg.directory):
-        return f"\nThe sweep stopped early (Ctrl-C). Resume it with:\n  {RESUME} --name {cfg.name}"
-    return "\nThe sweep stopped (Ctrl-C) before its baselines were saved: nothing to resume; run the command again"
+        return f"the sweep stopped early. Resume it with:\n  {RESUME} --name {cfg.name}"
+    return "the sweep stopped before its baselines were saved: nothing to resume; run the command again"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_sweep(cfg, dataset, checkpoint, resume=args.resume, flags=_plain(vars(args)))
     except KeyboardInterrupt:  # in the preamble (Ctrl-C while trials run ends the sweep gracefully)
-        if os.environ.get("FAIRPRUNE_TRACEBACK") == "1":
-            raise
-        print(_stopped_before_trials(cfg))
-        return 130
+        raise Interrupted(_stopped_before_trials(cfg)) from None
     _print_outcome(outcome)
     if outcome.interrupted:
         print(f"\nThe sweep stopped early. Resume it with:\n  {RESUME} --name {cfg.name}")

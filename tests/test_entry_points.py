@@ -87,26 +87,32 @@ def test_a_safetensors_only_sweep_logs_every_model_once_and_says_how_to_load_it(
     assert "mlflow.pytorch.load_model" not in res.stdout
 
 
+def _ctrl_c_at(prefix: str, cmd: list[str], cwd, env) -> tuple[int, str]:
+    """Run ``cmd``, send it SIGINT (a real Ctrl-C) at its first output line starting with ``prefix``;
+    (exit code, everything it printed)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+    out = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        out.append(line)
+        if line.startswith(prefix):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    return proc.returncode, "".join(out) + rest
+
+
 def test_ctrl_c_before_the_trials_says_whether_there_is_a_sweep_to_resume(tmp_path, cache_dir):
     """Ctrl-C in the baselines: exit 130, no traceback, and the advice that fits what is on disk
     (resume once the sweep's state is saved, else run the command again)."""
-    import signal
-
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(REPO / "sweeps" / "pareto.py"), "--smoke-test", "--cache-dir", str(cache_dir)]
     cmd += ["--name", "stopped", "--storage", str(tmp_path / "sweeps")]
     cmd += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
-    out = []
-    for line in proc.stdout:  # type: ignore[union-attr]
-        out.append(line)
-        if line.startswith("baseline: "):
-            proc.send_signal(signal.SIGINT)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    text = "".join(out) + rest
-    assert proc.returncode == 130, text[-3000:]
+    returncode, text = _ctrl_c_at("baseline: ", cmd, tmp_path, env)
+    assert returncode == 130, text[-3000:]
     assert "Traceback" not in text and "trials finished" not in text
     if (tmp_path / "sweeps" / "stopped" / "sweep.json").is_file():  # the signal came after the baselines
         assert "Resume it with:\n  python sweeps/pareto.py --resume --name stopped" in text
@@ -115,21 +121,11 @@ def test_ctrl_c_before_the_trials_says_whether_there_is_a_sweep_to_resume(tmp_pa
 
 
 def test_ctrl_c_in_pretraining_is_one_line_and_the_same_command_resumes(tmp_path, cache_dir):
-    import signal
-
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, str(REPO / "sweeps" / "pretrain.py"), "--smoke-test", "--epochs", "30"]
     cmd += ["--cache-dir", str(cache_dir), "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
-    out = []
-    for line in proc.stdout:  # type: ignore[union-attr]
-        out.append(line)
-        if line.startswith("epoch 1/30"):
-            proc.send_signal(signal.SIGINT)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    text = "".join(out) + rest
-    assert proc.returncode == 130 and "Traceback" not in text, text[-3000:]
+    returncode, text = _ctrl_c_at("epoch 1/30", cmd, tmp_path, env)
+    assert returncode == 130 and "Traceback" not in text, text[-3000:]
     assert "stopped (Ctrl-C); the same command resumes from the last finished epoch" in text
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]

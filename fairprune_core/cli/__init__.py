@@ -2,7 +2,7 @@
 
 * :mod:`.common` - data, model/pre-training, pruning, Ray and checkpoint flags, and the objects they describe
 * :mod:`.sweep` - the sweep's flags, ``--config`` files, which flags the user gave, ``--smoke-test``
-* :mod:`.errors` - :func:`run_main`
+* :mod:`.errors` - :func:`run_main`, :class:`Interrupted`
 
 Importing this package imports only the light :mod:`fairprune_core.config` module, so every entry
 point answers ``--help`` at once.
@@ -26,7 +26,7 @@ from .common import (
     preset_configs,
     prune_config_from_args,
 )
-from .errors import run_main
+from .errors import Interrupted, run_main
 from .sweep import (
     add_sweep_arguments,
     apply_config_file,
@@ -38,6 +38,7 @@ from .sweep import (
 
 __all__ = [
     "PRESETS",
+    "Interrupted",
     "add_chance_argument",
     "add_checkpoint_argument",
     "add_data_arguments",

@@ -67,20 +67,30 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | FileNotFoundError | FileExistsError) and _raised_where_inputs_are_checked(exc)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that knows what the user can do next (``advice``), when only the code it stopped knows."""
+
+    def __init__(self, advice: str) -> None:
+        super().__init__(advice)
+        self.advice = advice
+
+
 def run_main(main: Any, argv: list[str] | None = None, *, interrupted: str = "") -> int:
     """Run an entry point; user errors (bad data, unreachable tracking server, impossible
     resources, mismatched checkpoint, invalid settings) print one clear line instead of a traceback,
-    and so does Ctrl-C (exit 130), with ``interrupted``: what the user can do next.
+    and so does Ctrl-C (exit 130), with what the user can do next: an :class:`Interrupted`'s advice,
+    else ``interrupted``.
 
     The error types are imported only when something was raised, so ``--help`` stays instant."""
     import sys
 
     try:
         return int(main(argv) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if os.environ.get("FAIRPRUNE_TRACEBACK") == "1":
             raise
-        print(f"\nstopped (Ctrl-C){'; ' + interrupted if interrupted else ''}", file=sys.stderr)
+        advice = exc.advice if isinstance(exc, Interrupted) else interrupted
+        print(f"\nstopped (Ctrl-C){'; ' + advice if advice else ''}", file=sys.stderr)
         return 130
     except Exception as exc:
         if os.environ.get("FAIRPRUNE_TRACEBACK") == "1" or not is_user_error(exc):
