@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def _trials(work: Path) -> list[dict[str, Any]]:
                 "final_eval_s": float(m.get("final_evaluation_s", 0.0)),
                 "progress_s": float(m.get("progress_s", 0.0)),  # older sweeps: inside "logging"
                 "steps": int(m.get("steps", 0)),
+                "worker_started": m.get("worker_started_unix"),  # a preloading worker's start (else NaN)
             }
         )
     return sorted(out, key=lambda r: r["asked"])
@@ -168,6 +170,9 @@ def breakdown(
         parts["logging"] += max(0.0, (t["run_end"] - t["run_start"]) - inside) + (0.0 if cold else connect)
         parts["trial end"] += max(0.0, t["told"] - t["run_end"])
     occupied = sum(t["told"] - t["asked"] for t in trials)
+    # slots whose first trial ran in one of Ray's idle workers, started (and preloading) before the trials
+    firsts = {t["process"]: t for t in reversed(trials)}.values()
+    prestarted = sum(1 for t in firsts if (t.get("worker_started") or math.inf) <= first)
     return {
         "wall_s": end - start,
         "preamble_s": first - start,
@@ -181,6 +186,8 @@ def breakdown(
         "suggest_s_by_trial": [round(t["suggest_s"], 3) for t in trials],  # what the slot waited
         "sampler_s_by_trial": [round(t["sampler_s"], 3) for t in trials],  # what the sampler took
         "sampler_total_s": sum(t["sampler_s"] for t in trials),
+        "workers": len(firsts),
+        "workers_started_before_trials": prestarted,
     }
 
 
@@ -202,6 +209,10 @@ def table(entry: dict[str, Any]) -> str:
         lines.append(f"{k:<22}{v:9.1f}{b['shares_of_slot_time'][k]:19.1%}")
     lines.append(f"{'idle slot time':<22}{b['idle_s']:9.1f}{b['shares_of_slot_time']['idle']:19.1%}")
     lines.append(f"{'trial-slot time':<22}{b['slot_s']:9.1f}")
+    if "workers" in b:
+        lines.append(
+            f"trial workers: {b['workers']}, {b['workers_preloaded_before_trials']} preloaded before the trials began"
+        )
     if "sampler_total_s" in b:
         lines.append(f"the sampler itself took {b['sampler_total_s']:.1f}s in all (in the driver)")
     return "\n".join(lines)

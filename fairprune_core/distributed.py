@@ -57,10 +57,13 @@ class PoolResourcesError(RuntimeError):
     """The cluster can never provide what the pool asks for."""
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
+def ensure_ray(
+    address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True, preload: Sequence[str] = ()
+) -> None:
     """Connect to Ray if not connected: ``address`` or ``$RAY_ADDRESS`` if set, else a PRIVATE local
     Ray started here (``address="local"``): never a cluster that merely happens to run on this
-    machine (Ray's own default would join the latest one started with ``ray start``)."""
+    machine (Ray's own default would join the latest one started with ``ray start``). A private
+    Ray's idle workers (one per CPU, started at once) import the ``preload`` modules."""
     import ray
 
     if ray.is_initialized():
@@ -70,7 +73,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     if address and address != "local":
         ray.init(address=address, **kwargs)
     else:
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        config = {"preload_python_modules": list(preload)} if preload else None
+        ray.init(address="local", num_cpus=num_cpus, _system_config=config, **kwargs)
 
 
 def worker_bundles(num_workers: int, *, cpus_per_worker: float = 1, gpus_per_worker: float = 0) -> list[dict]:

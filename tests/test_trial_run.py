@@ -1,6 +1,7 @@
 """A sweep stopped in its preamble (Ctrl-C in the baselines or the shared step-0 curvature)
 leaves no trial behind, its parent run KILLED, and goes on as before: started anew, or resumed
-with the paper's settings first; the parent run says when the trials could begin."""
+with the paper's settings first; the parent run says when the trials could begin, and the trials
+start in workers that imported their modules before."""
 
 from __future__ import annotations
 
@@ -75,5 +76,13 @@ def test_a_preamble_stopped_by_ctrl_c_leaves_no_trial_and_the_sweep_goes_on_as_b
         begin = client.get_run(outcome.parent_run_id).data.metrics["timing/trials_begin_unix"]
         runs = client.search_runs([outcome.experiment_id], "tags.role = 'trial'")
         assert len(runs) == 2 and all(begin <= r.info.start_time / 1000 for r in runs)
+        # on a few CPUs both slots' trials ran in Ray's idle workers, started (and importing the
+        # trial's modules) before the trials began: fails if Ray Tune's actors get fresh workers,
+        # which import them too, but after the trials began
+        started = [r.data.metrics.get("timing/worker_started_unix") for r in runs]
+        if runner._preload(cfg):
+            assert all(t is not None and t <= begin for t in started), (started, begin)
+        else:
+            assert started == [None, None]
     finally:
         ray.shutdown()

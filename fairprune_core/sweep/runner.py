@@ -12,6 +12,7 @@ run is marked KILLED, so nothing is logged twice).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -78,7 +79,7 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     # a resumed sweep keeps logging where it started, wherever it is resumed from
     uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
     MlflowTracker.check(uri)  # a bad or unreachable store fails before Ray starts
-    ensure_ray(cfg.address)
+    ensure_ray(cfg.address, preload=_preload(cfg))
     if cfg.gpus_per_worker is None:
         cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())
     tracker = MlflowTracker.connect(
@@ -90,6 +91,20 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     if cfg.workers_per_trial:
         check_resources(cfg.workers_per_trial, cfg.cpus_per_worker, cfg.gpus_per_worker)
     return cfg, tracker
+
+
+PRELOAD_AT_MOST = 4  # a private Ray starts one idle worker per CPU: preload them only on a few CPUs
+
+
+def _preload(cfg: SweepConfig) -> tuple[str, ...]:
+    """What the idle workers of a private local Ray import while the driver runs the preamble
+    (:mod:`.warm`): the trial slots' first trials then start in those warm workers. Only without
+    curvature workers (a pool's actors would import MLflow and Ray Tune for nothing) and when Ray
+    starts few idle workers (one per CPU; ~0.7 GB resident each once they import torch and MLflow)."""
+    cpus = os.cpu_count() or 1
+    if cfg.workers_per_trial or cpus > max(PRELOAD_AT_MOST, 2 * cfg.concurrency):
+        return ()
+    return ("fairprune_core.sweep.warm",)
 
 
 def _log_setup(

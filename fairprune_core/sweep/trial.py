@@ -163,6 +163,10 @@ def _record(settings: TrialSettings, rec: MethodRecord, floor: float) -> TrialRe
     )
 
 
+def _times(**unix: float | None) -> dict[str, float] | None:
+    return {f"timing/{k}_unix": v for k, v in unix.items() if v is not None} or None
+
+
 def run_trial(
     settings: TrialSettings,
     ctx: TrialContext,
@@ -173,13 +177,16 @@ def run_trial(
     tags: dict[str, str] | None = None,
     device: str = "cpu",
     entered: float | None = None,
+    worker: tuple[float | None, float | None] = (None, None),
 ) -> TrialRecord:
     """FairPrune with ``settings`` from the shared context (step-0 curvature and the vanilla
     reference included), stopped early once validation F1 falls below the floor (the trial is
     infeasible then) or, with ``stop_eopp1``, once the fairness target is met (a success).
     ``report`` receives progress dicts (per pruning step, at most every ``ctx.progress_every_s``
     seconds) and then the final one, while the trial's run is open.
-    ``entered`` (unix time the trial process started the trial) is logged as ``timing/entered_unix``."""
+    ``entered`` (unix time the trial process started the trial) is logged as ``timing/entered_unix``,
+    ``worker``: when its worker began and ended importing the trial's modules ahead (None: it did
+    not), as ``timing/worker_started_unix`` and ``timing/worker_preloaded_unix``."""
     report = report or (lambda _: None)
     experiment = Experiment(
         ctx.problem,
@@ -224,8 +231,8 @@ def run_trial(
             "step_ratio_suggested": settings.step_ratio,
             "estimator": p.curvature.estimator,
         },
-        # unix time the trial's code started (benchmarks/sweep_overhead.py)
-        metrics={"timing/entered_unix": entered} if entered is not None else None,
+        # unix times the trial's code and its worker's preloading started (benchmarks/sweep_overhead.py)
+        metrics=_times(entered=entered, worker_started=worker[0], worker_preloaded=worker[1]),
         finish=finish,
         initial_curvature=ctx.initial,
         stop_when=_floor_rule(ctx),

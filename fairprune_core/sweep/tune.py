@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -159,6 +160,7 @@ class ProgressTable(Callback):
 def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune trainable: one trial, logged to MLflow as a child of the sweep's parent run."""
     entered = time.time()  # when the trial's code starts: its process start-up ends here
+    warm = sys.modules.get("fairprune_core.sweep.warm")  # imported ahead by Ray's idle worker, if it was
     import torch
 
     from ..distributed import CurvaturePool
@@ -204,10 +206,22 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             tags=tags,
             device=device,
             entered=entered,
+            worker=(getattr(warm, "STARTED_UNIX", None), getattr(warm, "PRELOADED_UNIX", None)),
         )
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def _without_tune_runtime_env() -> None:
+    """Trial actors without Ray Tune's default runtime environment (``PL_DISABLE_FORK=1``, for
+    PyTorch Lightning, which the sweep does not use): Ray hands an actor with a runtime environment
+    only a fresh worker process, never one of the idle workers it started with the cluster, which
+    a private local Ray has import the trial's modules ahead (:mod:`.warm`). Ray Tune has no
+    public setting for it; where its private table is gone, trials start in fresh workers, as before."""
+    from ray.tune.execution import class_cache
+
+    getattr(class_cache, "DEFAULT_ENV_VARS", {}).pop("PL_DISABLE_FORK", None)
 
 
 def _resources(cfg: SweepConfig) -> Any:
@@ -242,6 +256,7 @@ def run_trials(
     # the console is the sweep's own table: with Tune's older reporter, verbose=0 prints nothing
     # (the newer one still prints a configuration box and the path of files the sweep does not read)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    _without_tune_runtime_env()
     searcher = StudySearcher(study, ctx.f1_floor, budget=remaining, prepare=cfg.prepare_suggestions)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), _resources(cfg)),
