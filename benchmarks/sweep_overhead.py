@@ -211,7 +211,7 @@ def table(entry: dict[str, Any]) -> str:
     lines.append(f"{'trial-slot time':<22}{b['slot_s']:9.1f}")
     if "workers" in b:
         lines.append(
-            f"trial workers: {b['workers']}, {b['workers_preloaded_before_trials']} preloaded before the trials began"
+            f"trial workers: {b['workers']}, {b['workers_started_before_trials']} started before the trials began"
         )
     if "sampler_total_s" in b:
         lines.append(f"the sampler itself took {b['sampler_total_s']:.1f}s in all (in the driver)")
