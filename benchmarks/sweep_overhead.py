@@ -128,7 +128,7 @@ def _trials(work: Path) -> list[dict[str, Any]]:
                 "final_eval_s": float(m.get("final_evaluation_s", 0.0)),
                 "progress_s": float(m.get("progress_s", 0.0)),  # older sweeps: inside "logging"
                 "steps": int(m.get("steps", 0)),
-                "worker_started": m.get("worker_started_unix"),  # a preloading worker's start (else NaN)
+                "worker_started": m.get("worker_started_unix"),  # None: no preloading
             }
         )
     return sorted(out, key=lambda r: r["asked"])
