@@ -8,6 +8,7 @@ validated on construction; the CLI only maps flags onto these fields.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ __all__ = [
     "SearchSpace",
     "SweepConfig",
     "default_baselines",
+    "sweep_name",
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
@@ -195,6 +197,19 @@ class SearchSpace:
         return lo <= value <= hi
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def sweep_name(value: str) -> str:
+    """A sweep's name (``--name``): one folder below ``--storage``, never a path that leaves it."""
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"--name {value!r} must be a name, not a path: letters, digits, '.', '_' and '-' (at most 128, "
+            f"starting with a letter or digit, no '..'); the sweep is kept in --storage/<name>"
+        )
+    return value
+
+
 DEMO_BASELINES: tuple[str, ...] = ("vanilla", "obd")  # the synthetic demo stays short
 ALL_BASELINES: tuple[str, ...] = ("vanilla", "obd", "advconf", "advrev", "domainindep")  # the paper's Tables 1-2
 
@@ -258,6 +273,7 @@ class SweepConfig:
     allow_chance_model: bool = False  # sweep a vanilla model that is near chance or predicts one class (refused)
 
     def __post_init__(self) -> None:
+        sweep_name(self.name)
         if self.prepare_suggestions not in PREPARE:
             raise ValueError(
                 f"--prepare-suggestions must be one of {', '.join(PREPARE)}, got {self.prepare_suggestions!r}"

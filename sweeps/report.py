@@ -16,12 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairprune_core.cli import run_main
+from fairprune_core.cli import name_argument, run_main
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default=None, help="the sweep (default: the latest one in --storage)")
+    p.add_argument("--name", type=name_argument, default=None, help="the sweep (default: the latest one in --storage)")
     p.add_argument("--storage", type=Path, default=Path("fairprune_runs/sweeps"), help="where sweeps are kept")
     p.add_argument(
         "--betas",

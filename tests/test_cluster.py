@@ -87,7 +87,8 @@ def test_nothing_listens_on_a_public_address(path):
     assert "--dashboard-host=127.0.0.1" in head
     assert "0.0.0.0" not in path.read_text()
     script = (REPO / "cluster" / "start_mlflow.sh").read_text()
-    assert '--host "$ip"' in script and "hostname -I" in script and "0.0.0.0" not in script
+    assert '--host "$host"' in script and 'host="127.0.0.1"' in script and "hostname -I" in script
+    assert "start_mlflow.sh --host private" in head  # the head's private address, for the workers
 
 
 def test_idle_gpu_workers_scale_down():
@@ -158,6 +159,7 @@ def test_start_mlflow_restarts_its_own_server_and_no_other(tmp_path):
     """Run the head's script twice for real: the second run stops the first server by its pid and
     leaves any other process whose command line says "mlflow server" alone."""
     import os
+    import shutil
     import signal
     import socket
     import subprocess
@@ -187,6 +189,14 @@ def test_start_mlflow_restarts_its_own_server_and_no_other(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pids[0], 0)  # the first server is gone
         os.kill(pids[1], 0)  # the second one runs
+        # one machine: loopback only, and every file beside the store (nothing written to $HOME)
+        assert (tmp_path / "mlflow" / "mlflow_uri").read_text().strip() == f"http://127.0.0.1:{port}"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow"]
+        if shutil.which("ss"):
+            listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+            assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening
+        refused = subprocess.run(["bash", str(script), "--host", "0.0.0.0"], env=env, capture_output=True, text=True)
+        assert refused.returncode == 2 and "every interface" in refused.stderr
     finally:
         decoy.kill()
         for pid in pids:

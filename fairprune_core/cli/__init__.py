@@ -33,6 +33,7 @@ from .sweep import (
     apply_smoke,
     check_sweep_args,
     explicit_dests,
+    name_argument,
     sweep_config_from_args,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "dataset_from_args",
     "explicit_dests",
     "model_and_train_config",
+    "name_argument",
     "preset_configs",
     "prune_config_from_args",
     "run_main",

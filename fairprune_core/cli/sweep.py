@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import PREPARE, SAMPLERS, SearchSpace, SweepConfig, default_baselines
+from ..config import PREPARE, SAMPLERS, SearchSpace, SweepConfig, default_baselines, sweep_name
 from ..sweep.study import grid_size
 from .common import add_chance_argument, checkpoint_before_work, prune_config_from_args, without_data
 
@@ -16,6 +16,7 @@ __all__ = [
     "apply_smoke",
     "check_sweep_args",
     "explicit_dests",
+    "name_argument",
     "sweep_config_from_args",
 ]
 
@@ -108,13 +109,26 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "the head's server, e.g. http://<head-ip>:5000",
     )
     m.add_argument("--experiment", default=None, help="MLflow experiment (default: fairprune-<dataset>)")
-    m.add_argument("--name", default=None, help="sweep name (default: <dataset>-<date>-<time>)")
+    m.add_argument(
+        "--name",
+        type=name_argument,
+        default=None,
+        help="sweep name, a folder in --storage (default: <dataset>-<date>-<time>)",
+    )
     m.add_argument(
         "--storage", type=Path, default=c.storage, help="where sweeps keep their Optuna study and Tune results"
     )
     m.add_argument(
         "--resume", action="store_true", help="continue the sweep --name (default: the latest one in --storage)"
     )
+
+
+def name_argument(value: str) -> str:
+    """argparse type of ``--name``: a sweep name, never a path (see :func:`~fairprune_core.config.sweep_name`)."""
+    try:
+        return sweep_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:

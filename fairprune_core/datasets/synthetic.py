@@ -27,14 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ._base import DatasetError
 from .cache import default_cache_dir
 from .fitzpatrick import CSV_NAME
 
@@ -112,18 +116,91 @@ def synthetic_root(config: SyntheticConfig, cache_dir: str | Path | None = None)
 
 
 def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Write the dataset under ``root`` (reused when ``root`` already holds this config)."""
+    """Write the dataset under ``root`` (reused when ``root`` already holds this config).
+
+    A folder that holds another configuration is replaced only when everything in it is what the
+    generator writes (its stamp, its CSV, ``images/<class>/<md5>.jpg``); any other file there is
+    the user's, and the folder is refused, naming it. The data is written into a new hidden sibling
+    and renamed into place; the sibling is removed on any failure."""
     root = Path(root)
     stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(config):
+    if stamp.is_file() and _read_stamp(stamp) == asdict(config):
         return root
-    if root.exists() and not stamp.is_file() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not a synthetic dataset folder; pass an empty or new folder")
-    # write into a sibling folder and rename it into place: an interrupted run leaves no half dataset
-    final_root, root = root, root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "images").mkdir(parents=True)
+    if root.exists():
+        _check_ours(root)
+    # write into a new sibling folder and rename it into place: an interrupted run leaves no half dataset
+    final_root = root
+    try:
+        final_root.parent.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=f".{final_root.name}.tmp-", dir=final_root.parent))
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot write the synthetic dataset next to {final_root}: {exc.strerror or exc}; "
+            f"pass a writable --data-root or --cache-dir"
+        ) from exc
+    try:
+        _write(root, config)
+        if final_root.exists():
+            _check_ours(final_root)  # again: nothing of the user's arrived while it was written
+            shutil.rmtree(final_root)
+        os.replace(root, final_root)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot write the synthetic dataset to {final_root}: {exc.strerror or exc}; "
+            f"pass a writable --data-root or --cache-dir"
+        ) from exc
+    finally:
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)  # our own temporary folder, made above
+    return final_root
 
+
+_OURS = re.compile(r"[0-9a-f]{32}\.jpg")
+
+
+def _read_stamp(stamp: Path) -> Any:
+    try:
+        return json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_ours(root: Path) -> None:
+    """Raise :class:`DatasetError` unless every entry below ``root`` is one the generator writes."""
+    if not root.is_dir():
+        raise DatasetError(f"--data-root {root} is a file, not a folder; pass a new or empty folder")
+    entries = list(root.iterdir())
+    if not entries:
+        return
+    if not (root / "synthetic.json").is_file():
+        raise DatasetError(
+            f"--data-root {root} is not empty and is not a synthetic dataset folder (no synthetic.json); "
+            f"pass a new or empty folder"
+        )
+    folders = {c[0].replace(" ", "_") for c in _CLASSES}
+    for entry in entries:
+        if entry.name in ("synthetic.json", CSV_NAME) and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name == "images" and entry.is_dir() and not entry.is_symlink():
+            for sub in entry.iterdir():
+                if sub.name not in folders or not sub.is_dir() or sub.is_symlink():
+                    _not_ours(root, sub)
+                for f in sub.iterdir():
+                    if not (_OURS.fullmatch(f.name) and f.is_file() and not f.is_symlink()):
+                        _not_ours(root, f)
+            continue
+        _not_ours(root, entry)
+
+
+def _not_ours(root: Path, path: Path) -> None:
+    raise DatasetError(
+        f"--data-root {root} holds a synthetic dataset of another configuration, and {path} was not written by "
+        f"FairPrune: nothing was changed. Pass a new or empty --data-root, or move that file away"
+    )
+
+
+def _write(root: Path, config: SyntheticConfig) -> None:
+    (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(config.seed)
     n, size = config.num_images, config.image_size
     dark = rng.random(n) < config.dark_fraction
@@ -163,12 +240,7 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig = SyntheticConf
             }
         )
     pd.DataFrame(rows).to_csv(root / CSV_NAME, index=False)
-    (root / stamp.name).write_text(json.dumps(asdict(config), indent=1))
-    if final_root.exists():
-        shutil.rmtree(final_root)
-    final_root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(root, final_root)
-    return final_root
+    (root / "synthetic.json").write_text(json.dumps(asdict(config), indent=1))
 
 
 def _looks_like(label: int, fitzpatrick: int, cfg: SyntheticConfig, rng: np.random.Generator) -> int:
