@@ -235,6 +235,7 @@ RESUMABLE_FIELDS = frozenset(
         "prepare_suggestions",
         "safetensors_only",
         "allow_chance_model",
+        "trial_retries",
     }
 )
 PREPARE = ("auto", "always", "never")  # suggestions asked ahead while trials run (sweep.tune.StudySearcher)
@@ -271,6 +272,7 @@ class SweepConfig:
     prepare_suggestions: str = "auto"  # auto: when the sampler costs > 2% of a trial (sweep.tune.StudySearcher)
     safetensors_only: bool = False  # models logged as safetensors only: no PyTorch flavour (pickle), half the bytes
     allow_chance_model: bool = False  # sweep a vanilla model that is near chance or predicts one class (refused)
+    trial_retries: int = 2  # a trial whose worker died or whose tracking store failed runs again up to this often
 
     def __post_init__(self) -> None:
         sweep_name(self.name)
@@ -291,6 +293,8 @@ class SweepConfig:
                 f"--concurrency must be >= 1 and --workers-per-trial >= 0, got {self.concurrency} and "
                 f"{self.workers_per_trial}"
             )
+        if not 0 <= self.trial_retries <= 100:
+            raise ValueError(f"trial_retries (--max-retries) must be in 0..100, got {self.trial_retries}")
         if self.n_boot < 100:
             raise ValueError(f"n_boot (--bootstrap) must be >= 100 resamples for a 95% interval, got {self.n_boot}")
         if not (self.cpus_per_trial > 0 and self.cpus_per_worker > 0):

@@ -63,6 +63,7 @@ RESUMABLE = {
     "prepare_suggestions": "prepare_suggestions",
     "safetensors_only": "safetensors_only",
     "allow_chance_model": "allow_chance_model",  # checked when a sweep starts only
+    "max_retries": "trial_retries",
 }
 LOCATORS = {"resume", "name", "storage", "config", "smoke_test"}
 
@@ -200,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # in the preamble (Ctrl-C while trials run ends the sweep gracefully)
         raise Interrupted(_stopped_before_trials(cfg)) from None
     _print_outcome(outcome)
+    if outcome.shortfall:
+        print(f"\nNOTE: {outcome.shortfall}")
     if outcome.interrupted:
         print(f"\nThe sweep stopped early. Resume it with:\n  {RESUME} --name {cfg.name}")
         return 130
-    return 0
+    return 1 if outcome.shortfall else 0
 
 
 if __name__ == "__main__":

@@ -110,3 +110,62 @@ def test_name_is_a_name_not_a_path(entries, tmp_path, monkeypatch, capsys, scrip
     rc, message = _run(entries, script, ["--storage", "runs", "--name", name], capsys)
     assert rc == 2 and "--name" in message and "not a path" in message
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 3. the study survives a torn journal; a damaged sweep.json names itself ------------------------
+def _journal(tmp_path: Path, n: int = 3) -> tuple[Path, list[bytes]]:
+    ops = [json.dumps({"op_code": k, "trial_id": k}, separators=(",", ":")).encode() for k in range(n)]
+    path = tmp_path / "optuna.journal"
+    path.write_bytes(b"".join(op + b"\n" for op in ops))
+    return path, ops
+
+
+def test_a_torn_journal_tail_is_cut_after_a_copy_is_kept(tmp_path):
+    from fairprune_core.sweep.journal import repair_journal
+
+    path, ops = _journal(tmp_path)
+    whole = path.read_bytes()
+    assert repair_journal(path) is None and path.read_bytes() == whole  # a whole journal is left alone
+    path.write_bytes(whole[:-10])  # a driver killed mid-write
+    repair = repair_journal(path)
+    assert repair is not None and repair.tail_bytes == len(ops[-1]) - 9
+    assert path.read_bytes() == ops[0] + b"\n" + ops[1] + b"\n"
+    assert repair.backup.read_bytes() == whole[:-10], "the original is kept beside it"
+    assert "torn last line" in repair.describe(path)
+    # a last operation written in full but without its newline is kept
+    path.write_bytes(whole[:-1])
+    assert repair_journal(path) is not None and path.read_bytes() == whole
+
+
+def test_a_fragment_left_mid_file_by_an_append_after_a_torn_tail_is_dropped(tmp_path):
+    from fairprune_core.sweep.journal import repair_journal
+
+    path, ops = _journal(tmp_path, 4)
+    # what an append after a torn tail leaves: the fragment and the next operation on one line
+    path.write_bytes(ops[0] + b"\n" + ops[1][:15] + ops[2] + b"\n" + ops[3] + b"\n")
+    repair = repair_journal(path)
+    assert repair is not None and repair.fragments == 1
+    assert path.read_bytes() == ops[0] + b"\n" + ops[2] + b"\n" + ops[3] + b"\n"
+
+
+def test_a_journal_damaged_in_the_middle_is_one_line_naming_it_and_left_unchanged(tmp_path):
+    from fairprune_core.sweep.journal import JournalDamaged, repair_journal
+
+    path, ops = _journal(tmp_path)
+    damaged = ops[0] + b"\nnot json at all\n" + ops[1] + b"\n"
+    path.write_bytes(damaged)
+    with pytest.raises(JournalDamaged, match="line 2"):
+        repair_journal(path)
+    assert path.read_bytes() == damaged and sorted(p.name for p in tmp_path.iterdir()) == ["optuna.journal"]
+
+
+@pytest.mark.parametrize("content", ['{"sweep_id": "x", "parent_ru', "[1, 2]", '{"sweep_id": "x"}', "\x00\xff"])
+def test_a_damaged_sweep_json_names_the_file_and_what_to_do(entries, tmp_path, monkeypatch, capsys, content):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "s1"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(content, errors="surrogateescape")
+    rc, message = _run(entries, "pareto", ["--storage", "runs", "--name", "s1", "--resume"], capsys)
+    assert rc == 2 and "sweep.json" in message and "new sweep" in message, message
+    rc, message = _run(entries, "report", ["--storage", "runs", "--name", "s1"], capsys)
+    assert rc == 2 and "sweep.json" in message, message

@@ -37,6 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ..comparison import ChanceModelError
     from ..datasets import DatasetError
     from ..distributed import PoolResourcesError
+    from ..sweep.journal import JournalDamaged
     from ..sweep.lock import SweepLocked
     from ..tracking import TrackingError
 
@@ -47,6 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointMismatch,
         ChanceModelError,
         SweepLocked,
+        JournalDamaged,
     )
 
 

@@ -100,6 +100,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated baselines logged before the trials, vanilla first (default: "
         "vanilla,obd,advconf,advrev,domainindep on real data; vanilla,obd on the synthetic demo)",
     )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=c.trial_retries,
+        help="run a trial again when its worker dies or its tracking store fails, up to this many times "
+        "(default %(default)s; may change on resume)",
+    )
     g.add_argument("--bootstrap", type=int, default=c.n_boot, help="bootstrap resamples for the intervals")
     m = parser.add_argument_group("MLflow and storage")
     m.add_argument(
@@ -241,4 +248,5 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         prepare_suggestions=args.prepare_suggestions,
         safetensors_only=args.safetensors_only,
         allow_chance_model=args.allow_chance_model,
+        trial_retries=args.max_retries,
     )

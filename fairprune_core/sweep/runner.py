@@ -54,6 +54,7 @@ class SweepOutcome:
     registry: str = ""  # the registered model holding the front's models
     aliases: dict[str, int] = field(default_factory=dict)  # registry alias -> trial number
     knee_pickled: bool = True  # the @knee model has MLflow's PyTorch flavour (not --safetensors-only)
+    shortfall: str = ""  # why fewer trials completed than asked for ("" when all did)
 
 
 def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
@@ -173,6 +174,18 @@ def _open_study(
     # invocation stopped before its trials (its state saved after the baselines, its study not)
     if cfg.paper_settings_first and study.is_empty():
         study.enqueue_paper_settings()
+    running = study.running_numbers()
+    if running:  # the driver stopped while they ran: finished ones stay complete, the rest run again
+        recovered = tracker.completed_trials(state.sweep_id, running)
+        for number, result in sorted(recovered.items()):
+            study.recover(number, floor=state.f1_floor_abs, **result)
+        if recovered:
+            log(
+                f"trial(s) {', '.join(map(str, sorted(recovered)))} finished before the sweep stopped (their MLflow "
+                f"runs hold the results): kept as complete"
+            )
+    if not new:
+        study.requeue_errored()
     study.requeue_interrupted()
     if not new:
         finished, killed = tracker.close_unfinished(
@@ -180,10 +193,30 @@ def _open_study(
         )
         if finished or killed:
             log(
-                f"runs left open by the interrupted sweep: {finished} completed trial(s) marked "
-                f"FINISHED, {killed} unfinished one(s) marked KILLED (those are run again)"
+                f"runs left open by the interrupted sweep: {finished} of completed trials marked FINISHED, "
+                f"{killed} of unfinished trials marked KILLED (their trials are queued above)"
             )
     return study
+
+
+def _close_after_trials(
+    cfg: SweepConfig, state: SweepState, study: SweepStudy, tracker: Tracker, log: Callable[[str], None]
+) -> str:
+    """Once no trial runs: runs their dead attempts left open are closed, and a sweep short of the
+    trials asked for says why. Returns that note ("" when every trial asked for completed)."""
+    tracker.close_unfinished(state.sweep_id, study.completed_run_ids(), study.interrupted_numbers())
+    failed = study.failed_count()
+    if not failed:
+        return ""
+    retries = f"{cfg.trial_retries} retr{'y' if cfg.trial_retries == 1 else 'ies'}"
+    note = (
+        f"{failed} trial(s) failed with an error after {retries} "
+        f"each (the Tune log under {cfg.directory / 'tune'} has their tracebacks): {study.completed_count()} of "
+        f"{cfg.num_trials} trials completed. `python sweeps/pareto.py --resume --name {cfg.name}` runs the failed "
+        f"ones again"
+    )
+    log(note)
+    return note
 
 
 def _trial_context(
@@ -367,7 +400,7 @@ def _run_locked(
         initial = initial_curvature(cfg, experiment, log)
         study = _open_study(cfg, state, tracker, new=stored is None, log=log)
         already = study.finished_count()
-        interrupted = False
+        interrupted, shortfall = False, ""
         if cfg.num_trials > already:
             state.invocations += 1
             state.config = cfg.to_dict()
@@ -380,6 +413,7 @@ def _run_locked(
             # when the trials could begin (benchmarks/sweep_overhead.py: the slots' time starts here)
             tracker.log_metrics({"timing/trials_begin_unix": time.time()}, step=state.invocations)
             interrupted = run_trials(cfg, ctx, study, already=already, invocation=state.invocations, log=log)
+        shortfall = _close_after_trials(cfg, state, study, tracker, log)
         trials, front, aliases = _publish_front(tracker, state, cfg.directory, experiment_name)
     if interrupted:
         tracker.mark_killed(state.parent_run_id)  # visibly unfinished until the sweep is resumed
@@ -396,6 +430,7 @@ def _run_locked(
         experiment_name,
         aliases,
         _knee_pickled(tracker, front, aliases),
+        shortfall,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,21 @@ class SweepState:
         path = cls.path(directory)
         if not path.is_file():
             raise FileNotFoundError(f"no sweep to resume in {directory} (no {FILE}); start it without --resume")
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{path} is damaged ({exc}); FairPrune writes it atomically, so something else changed it. Restore "
+                f"it from a copy (its study, optuna.journal, and the MLflow runs are intact), or start a new sweep "
+                f"(another --name)"
+            ) from None
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not isinstance(raw, dict) or not required <= set(raw):
+            missing = sorted(required - set(raw)) if isinstance(raw, dict) else ["(not a JSON object)"]
+            raise ValueError(
+                f"{path} is not a sweep state FairPrune wrote (missing {', '.join(missing)}); restore it from a copy, "
+                f"or start a new sweep (another --name)"
+            )
         if "baselines" not in raw:  # written before baselines were keyed by method
             raw["baselines"] = {k: raw.pop(k) for k in ("vanilla", "obd") if k in raw}
         known = {f.name for f in fields(cls)}

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import PAPER_GRID, PAPER_SETTINGS, SAMPLERS, SearchSpace
 from ..once import warn_once
+from .journal import repair_journal
 
 __all__ = ["OBJECTIVES", "SweepStudy", "grid_size", "make_sampler"]
 
@@ -107,7 +108,11 @@ class SweepStudy:
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning, _GP_LOGGER)
         self.space = space
         self.log = log
-        self.storage = JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
+        journal = directory / "optuna.journal"
+        repaired = repair_journal(journal)  # a torn tail (a driver killed mid-write) before anything appends
+        if repaired is not None:
+            log(repaired.describe(journal))
+        self.storage = JournalStorage(JournalFileBackend(str(journal)))
         self.study = optuna.create_study(
             storage=self.storage,
             study_name=name,
@@ -160,6 +165,57 @@ class SweepStudy:
     def _requeue(self, number: int, params: dict[str, Any]) -> None:
         self.study.enqueue_trial({k: params[k] for k in PARAMS if k in params}, user_attrs={"requeued_from": number})
         self.log(f"trial {number} was interrupted; its settings are queued to run again")
+
+    def running_numbers(self) -> set[int]:
+        """Trials the journal holds as RUNNING: in a study no process runs, their driver was stopped
+        (or their last operations were torn off the journal)."""
+        from optuna.trial import TrialState
+
+        return {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+    def recover(
+        self, number: int, *, f1: float, eopp1: float, floor: float, run_id: str, feasible: bool, collapsed: bool
+    ) -> None:
+        """Tell a RUNNING trial COMPLETE from what its tracked run recorded: it finished, but the
+        driver stopped before telling the study (or the journal lost the telling)."""
+        trial = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        tid = trial._trial_id  # the storage's id of the trial (Optuna has no public accessor)
+        for key, value in (
+            ("constraint", [floor - f1, 1.0 if collapsed else 0.0]),
+            ("mlflow_run_id", run_id),
+            ("feasible", bool(feasible)),
+            ("collapsed", bool(collapsed)),
+            ("recovered_from_tracking", True),
+        ):
+            self.storage.set_trial_user_attr(tid, key, value)
+        self.storage.set_trial_system_attr(tid, "constraints", [floor - f1, 1.0 if collapsed else 0.0])
+        self._tell(number, [f1, eopp1])
+
+    def requeue_errored(self) -> list[int]:
+        """Trials that failed with an error (after Ray Tune's retries) in an earlier invocation: queued
+        to run again, once each, so that a resumed sweep runs what it says it runs."""
+        from optuna.trial import TrialState
+
+        done = self._requeued()
+        errored = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in done]
+        for t in errored:
+            self.study.enqueue_trial(
+                {k: t.params[k] for k in PARAMS if k in t.params}, user_attrs={"requeued_from": t.number}
+            )
+            self.log(f"trial {t.number} failed with an error; its settings are queued to run again")
+        return [t.number for t in errored]
+
+    def failed_count(self) -> int:
+        """Trials that failed with an error and were not queued again (they used budget)."""
+        from optuna.trial import TrialState
+
+        done = self._requeued()
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in done)
+
+    def completed_count(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def interrupted_numbers(self) -> set[int]:
         """Numbers of trials that were interrupted and queued to run again."""

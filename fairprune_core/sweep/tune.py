@@ -130,7 +130,8 @@ class StudySearcher(Searcher):
 class ProgressTable(Callback):
     """A live table of the sweep: one row per finished (or failed) trial."""
 
-    def __init__(self, total: int, already: int, log: Callable[[str], None] = print) -> None:
+    def __init__(self, total: int, already: int, log: Callable[[str], None] = print, *, retries: int = 0) -> None:
+        self.retries = retries
         self.total = total
         self.done = already
         self.log = log
@@ -147,7 +148,14 @@ class ProgressTable(Callback):
         self._row(trial, trial_status(trial.last_result or {}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._row(trial, "ERROR (see the Tune log)")
+        self._row(trial, f"ERROR after {self.retries} retries (see the Tune log)")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = (trial.config or {}).get("trial_number", "?")
+        self.log(
+            f"  trial {number} stopped before it finished ({_failure(trial)}); running it again "
+            f"(retry {trial.run_metadata.num_failures} of {self.retries})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log"}
@@ -155,6 +163,36 @@ class ProgressTable(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.log = print
+
+
+def _failure(trial: Any) -> str:
+    """The last line of a failed trial attempt's error, from Tune's error file."""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "its worker failed"
+    return lines[-1][:200] if lines else "its worker failed"
+
+
+TRACKING_WAIT_S = float(os.environ.get("FAIRPRUNE_TRACKING_WAIT_S", 600))
+
+
+def _wait_for_tracking(uri: str) -> None:
+    """A tracking server that is away (restarting): wait for it, up to ``TRACKING_WAIT_S``, so that
+    a trial run again after an outage does not fail at once again."""
+    from ..tracking import TrackingError, check_tracking_uri
+
+    deadline = time.monotonic() + TRACKING_WAIT_S
+    while True:
+        try:
+            check_tracking_uri(uri, multi_node=False, timeout_s=5.0)
+            return
+        except TrackingError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -178,6 +216,9 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     tracker = MlflowTracker(
         ctx.tracking_uri, ctx.experiment_id, parent_run_id=ctx.parent_run_id, pickle_models=ctx.pickle_models
     )
+    _wait_for_tracking(ctx.tracking_uri)
+    # an earlier attempt of this trial (its worker died, its store failed) left its run open: closed
+    tracker.close_attempts(ctx.sweep_id, settings.number)
     pool = None
     # the run's source in MLflow's runs table: the sweep, not Ray's worker script
     tags: dict[str, str] = {
@@ -272,7 +313,9 @@ def run_trials(
             storage_path=str((cfg.directory / "tune").resolve()),
             name=f"run-{invocation}",
             verbose=0,
-            callbacks=[ProgressTable(cfg.num_trials, already, log), CSVLoggerCallback()],
+            callbacks=[ProgressTable(cfg.num_trials, already, log, retries=cfg.trial_retries), CSVLoggerCallback()],
+            # a trial whose worker died or whose tracking store failed runs again, from scratch
+            failure_config=tune.FailureConfig(max_failures=cfg.trial_retries),
         ),
     )
     try:

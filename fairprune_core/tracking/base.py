@@ -61,6 +61,8 @@ class Tracker(Protocol):
     def close_unfinished(
         self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
     ) -> tuple[int, int]: ...
+    def completed_trials(self, sweep_id: str, numbers: set[int]) -> dict[int, dict[str, Any]]: ...
+    def close_attempts(self, sweep_id: str, number: int) -> int: ...
     def mark_killed(self, run_id: str) -> None: ...
     def set_front_tags(self, tags: Mapping[str, Mapping[str, str]], model_ids: Mapping[str, str | None]) -> None: ...
     def register_front(
@@ -118,6 +120,12 @@ class NullTracker:
         self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
     ) -> tuple[int, int]:
         return 0, 0
+
+    def completed_trials(self, sweep_id: str, numbers: set[int]) -> dict[int, dict[str, Any]]:
+        return {}
+
+    def close_attempts(self, sweep_id: str, number: int) -> int:
+        return 0
 
     def mark_killed(self, run_id: str) -> None:
         pass

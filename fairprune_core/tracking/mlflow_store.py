@@ -417,6 +417,60 @@ class MlflowTracker:
         runs = self._search(filt)
         return _strip_prefixes(runs) if not runs.empty else runs
 
+    def completed_trials(self, sweep_id: str, numbers: set[int]) -> dict[int, dict[str, Any]]:
+        """Trials among ``numbers`` whose run recorded its final objectives and tags (RUNNING or
+        FINISHED): trial number -> ``f1``, ``eopp1``, ``run_id``, ``feasible``, ``collapsed``."""
+        if not numbers:
+            return {}
+        runs = self._search(f"tags.sweep_id = '{sweep_id}' and tags.role = 'trial'")
+        out: dict[int, dict[str, Any]] = {}
+        for _, run in runs.iterrows() if not runs.empty else []:
+            number = str(run.get("tags.optuna_trial", ""))
+            f1, eopp1 = run.get("metrics.val_avg_f1"), run.get("metrics.val_eopp1")
+            if not (number.isdigit() and int(number) in numbers) or run["status"] not in ("RUNNING", "FINISHED"):
+                continue
+            if run.get("tags.feasible") not in ("true", "false") or f1 != f1 or eopp1 != eopp1 or f1 is None:
+                continue  # its final tags are set last: without them the trial did not finish
+            out[int(number)] = {
+                "f1": float(f1),
+                "eopp1": float(eopp1),
+                "run_id": run["run_id"],
+                "feasible": run["tags.feasible"] == "true",
+                "collapsed": run.get("tags.collapsed") == "true",
+            }
+        return out
+
+    def close_attempts(self, sweep_id: str, number: int) -> int:
+        """Before trial ``number`` runs (again): the runs an earlier attempt of it left open (its
+        worker died, or the tracking server was away when it failed) are marked KILLED, tagged
+        ``interrupted`` and ``retried``, and their unfinished models FAILED. Returns how many."""
+        runs = self._search(
+            f"tags.sweep_id = '{sweep_id}' and tags.optuna_trial = '{number}' and attributes.status = 'RUNNING'"
+        )
+        client = self._client()
+        for run_id in runs["run_id"] if not runs.empty else []:
+            client.set_terminated(run_id, status="KILLED")
+            client.set_tag(run_id, "interrupted", "true")
+            client.set_tag(run_id, "retried", "true")
+        self.fail_pending_models(sweep_id, optuna_trial=str(number))
+        return 0 if runs.empty else len(runs)
+
+    def fail_pending_models(self, sweep_id: str, optuna_trial: str | None = None) -> int:
+        """Logged models of this sweep left PENDING (their process died while uploading) are
+        finalized FAILED, so that no search or registry sees them as usable. Returns how many."""
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+
+        mlflow.set_tracking_uri(self.uri)
+        filt = f"tags.sweep_id = '{sweep_id}'" + (f" and tags.optuna_trial = '{optuna_trial}'" if optuna_trial else "")
+        found = mlflow.search_logged_models(
+            experiment_ids=[self.experiment_id], filter_string=filt, output_format="list"
+        )
+        pending = [m for m in found if m.status == LoggedModelStatus.PENDING]
+        for m in pending:
+            mlflow.finalize_logged_model(m.model_id, LoggedModelStatus.FAILED)
+        return len(pending)
+
     def close_unfinished(
         self, sweep_id: str, completed: set[str], interrupted: set[int] = frozenset()
     ) -> tuple[int, int]:
@@ -443,6 +497,7 @@ class MlflowTracker:
                 client.set_terminated(run_id, status="KILLED")
                 client.set_tag(run_id, "interrupted", "true")
                 killed += 1
+        self.fail_pending_models(sweep_id)
         return finished, killed
 
     def has_pytorch_flavour(self, model_id: str) -> bool:
