@@ -9,7 +9,9 @@ searcher and callbacks.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -166,14 +168,18 @@ class ProgressTable(Callback):
 
 
 def _failure(trial: Any) -> str:
-    """The last line of a failed trial attempt's error, from Tune's error file."""
+    """The exception that ended a trial attempt (its last ``SomeError: message`` line), from Tune's
+    error file; the traceback stays in that file (``error.txt`` in the trial's Tune folder)."""
     path = getattr(trial, "error_file", None) or ""
     try:
         with open(path) as f:
-            lines = [line.strip() for line in f if line.strip()]
+            lines = [line.strip() for line in f]
     except OSError:
         return "its worker failed"
-    return lines[-1][:200] if lines else "its worker failed"
+    lines = [x for x in lines if x and not x.startswith("Failure #")]
+    raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception)\b", x)]
+    line = raised[-1] if raised else (lines[0] if lines else "its worker failed")
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 TRACKING_WAIT_S = float(os.environ.get("FAIRPRUNE_TRACKING_WAIT_S", 600))
@@ -318,6 +324,9 @@ def run_trials(
             failure_config=tune.FailureConfig(max_failures=cfg.trial_retries),
         ),
     )
+    # a failed trial attempt is one line of the progress table (its traceback stays in Tune's error
+    # file), not Tune's traceback on the console
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     try:
         tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
     except KeyboardInterrupt:
