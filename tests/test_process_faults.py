@@ -222,8 +222,10 @@ def test_a_full_disk_under_the_tracking_store_fails_trials_cleanly_and_resume_ru
         rc, out = _sweep(
             _cmd(storage, cache_dir, uri, "full", "--trials", "3"), tmp_path, _env(), when="[1/3", then=fill
         )
-        assert rc != 0 and "Traceback" not in out[-3000:], out[-4000:]
-        assert "space" in out.splitlines()[-1].lower() or "--resume" in out, out[-3000:]
+        assert rc == 2 and "Traceback" not in out, out[-4000:]
+        last = out.strip().splitlines()[-1]
+        assert last.startswith("error: the MLflow tracking store") and "disk is full" in last, last
+        assert "--resume --name full" in last, last
         (disk / "filler").unlink()
         rc, out = _sweep(_cmd(storage, cache_dir, uri, "full", "--resume", "--trials", "3"), tmp_path, _env())
         assert rc == 0, out[-4000:]

@@ -30,7 +30,8 @@ from ..experiment import Experiment, Problem, build_problem, training_setup
 from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..throttle import throttled
-from ..tracking import MlflowTracker, Tracker
+from ..tracking import MlflowTracker, Tracker, TrackingError
+from ..tracking.mlflow_store import store_failure
 from .front import front_of, front_picks, front_summary, front_tags, trials_frame
 from .lock import sweep_lock
 from .state import SweepState
@@ -345,7 +346,24 @@ def run_sweep(
     checkpoint.check_dataset(dataset)
     stored = _check_start(cfg, dataset, resume)
     with sweep_lock(cfg.directory, log):
-        return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
+        try:
+            return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
+        except Exception as exc:
+            reason = store_failure(exc)
+            if reason is None:
+                raise
+            raise TrackingError(_store_failed(cfg, reason)) from exc
+
+
+def _store_failed(cfg: SweepConfig, reason: str) -> str:
+    """What a tracking store that failed under the sweep (a full disk, a server away) means."""
+    where = cfg.tracking_uri or "the MLflow store"
+    if SweepState.exists(cfg.directory):
+        resume = f"python sweeps/pareto.py --resume --name {cfg.name}"
+        then = f"then `{resume}` finishes the sweep (finished trials are kept)"
+    else:
+        then = "then run the same command again (nothing of this sweep was saved yet)"
+    return f"the MLflow tracking store {where} failed ({reason}). Free space or restart the tracking server, {then}"
 
 
 PROGRESS_EVERY_S = 20.0  # the driver's own long work (baselines, step-0 curvature): one line at most this often

@@ -176,6 +176,12 @@ def _failure(trial: Any) -> str:
             lines = [line.strip() for line in f]
     except OSError:
         return "its worker failed"
+    from ..tracking.mlflow_store import KNOWN_STORE_FAILURES
+
+    text = " ".join(lines).lower()
+    known = [reason for reason in KNOWN_STORE_FAILURES if reason.lower() in text]
+    if known:
+        return f"the tracking store failed: {known[0]}"
     lines = [x for x in lines if x and not x.startswith("Failure #")]
     raised = [x for x in lines if re.match(r"^[\w.]+(Error|Exception)\b", x)]
     line = raised[-1] if raised else (lines[0] if lines else "its worker failed")
@@ -325,8 +331,10 @@ def run_trials(
         ),
     )
     # a failed trial attempt is one line of the progress table (its traceback stays in Tune's error
-    # file), not Tune's traceback on the console
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    # file), not Tune's traceback on the console; trials that failed for good are the sweep's own
+    # closing note (runner.py), not Tune's "Trials did not complete" and "Failed to fetch metrics"
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         tuner.fit()  # a first Ctrl-C makes Tune stop gracefully and return
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -35,9 +36,39 @@ __all__ = [
     "log_pruned_model",
     "logged_model_bytes",
     "resolve_tracking_uri",
+    "store_failure",
 ]
 
 _REMOTE_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
+
+
+# what a store failure says where it is one (sqlite, the OS, a server away): named in one line
+KNOWN_STORE_FAILURES = (
+    "database or disk is full",
+    "No space left on device",
+    "Read-only file system",
+    "Connection refused",
+    "Max retries exceeded",
+)
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """Why the tracking store failed (``database or disk is full``, a refused connection, ...), or
+    None when ``exc`` is not a failure of the store (a bug of ours keeps its traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if not any(isinstance(e, MlflowException | OSError) for e in chain):
+        return None
+    text = " ".join(str(e) for e in chain)
+    for reason in KNOWN_STORE_FAILURES:
+        if reason.lower() in text.lower():
+            return reason
+    first = str(chain[0]).strip().splitlines()
+    return first[0][:160] if first else type(chain[0]).__name__
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -303,7 +334,10 @@ class MlflowTracker:
     def connect(
         cls, uri: str | None, experiment_name: str, *, multi_node: bool = False, pickle_models: bool = True
     ) -> MlflowTracker:
-        """Resolve and check ``uri`` (clear errors), then create or find the experiment."""
+        """Resolve and check ``uri`` (clear errors), then create or find the experiment. A failing SQL
+        store is reported once, as the sweep's error line (:func:`store_failure`), not also as
+        MLflow's logged traceback of each failed statement."""
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         uri = resolve_tracking_uri(uri)
         check_tracking_uri(uri, multi_node=multi_node)
         return cls(uri, experiment_id(uri, experiment_name), pickle_models=pickle_models)
@@ -322,19 +356,24 @@ class MlflowTracker:
         mlflow.set_tracking_uri(self.uri)
         active = mlflow.active_run()
         parent = active.info.run_id if active is not None else self.parent_run_id
-        with mlflow.start_run(
+        started = mlflow.start_run(
             run_id=run_id,
             experiment_id=None if run_id else self.experiment_id,
             run_name=None if run_id else name,
             parent_run_id=None if run_id else parent,
             nested=parent is not None and not run_id,
             tags=dict(tags or {}),
-        ) as started:
-            try:
-                yield started.info.run_id
-            except KeyboardInterrupt:
-                mlflow.end_run("KILLED")  # Ctrl-C: stopped by the user, not FAILED (MLflow's default)
-                raise
+        )
+        try:
+            yield started.info.run_id
+        except BaseException as exc:
+            # Ctrl-C: stopped by the user, not FAILED (MLflow's default). If the store itself failed,
+            # ending the run fails too: the error that got here is the one to report (a resumed sweep
+            # or a retried trial closes the run later)
+            with contextlib.suppress(Exception):
+                mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        mlflow.end_run()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
