@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None and not found:
         raise SystemExit(f"no sweep found in {args.storage}; run python sweeps/pareto.py first, or pass --storage")
     directory = args.storage / args.name if args.name else found[-1].parent
+    if not (directory / "sweep.json").is_file():
+        known = ", ".join(sorted(f.parent.name for f in found)) or "none"
+        raise SystemExit(f"--name {args.name}: no sweep of that name in {args.storage} (the sweeps there: {known})")
     build_report(directory, rc)
     return 0
 

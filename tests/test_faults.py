@@ -169,3 +169,40 @@ def test_a_damaged_sweep_json_names_the_file_and_what_to_do(entries, tmp_path, m
     assert rc == 2 and "sweep.json" in message and "new sweep" in message, message
     rc, message = _run(entries, "report", ["--storage", "runs", "--name", "s1"], capsys)
     assert rc == 2 and "sweep.json" in message, message
+
+
+# -- 5. a report of a running sweep is refused ----------------------------------------------------
+def test_a_report_of_a_sweep_that_is_running_is_refused_before_it_writes(entries, tmp_path, monkeypatch, capsys):
+    """A live driver holds the sweep's lock (here: a real process that took it); the report says so
+    and writes nothing, neither into the folder nor to the parent run."""
+    import sys
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "s1"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text("{}")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from fairprune_core.sweep.lock import sweep_lock\n"
+            "with sweep_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in folder.iterdir())
+        rc, message = _run(entries, "report", ["--storage", "runs", "--name", "s1"], capsys)
+        assert rc == 2 and "in use by another sweep driver or report" in message, message
+        assert f"pid {holder.pid}" in message and "half-finished" in message
+        assert sorted(p.name for p in folder.iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    rc, message = _run(entries, "report", ["--storage", "runs", "--name", "nope"], capsys)
+    assert rc == 2 and "no sweep of that name" in message and "s1" in message

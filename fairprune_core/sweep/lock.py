@@ -45,8 +45,9 @@ def _alive(holder: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def sweep_lock(directory: Path, log: Callable[[str], None] = print) -> Iterator[Path]:
-    """Hold ``directory/sweep.lock`` for the body; :class:`SweepLocked` if a live driver has it."""
+def sweep_lock(directory: Path, log: Callable[[str], None] = print, *, why: str = "") -> Iterator[Path]:
+    """Hold ``directory/sweep.lock`` for the body; :class:`SweepLocked` if a live driver (or a report)
+    has it. ``why``: what this process would get wrong by going on anyway, said in the error."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -56,11 +57,12 @@ def sweep_lock(directory: Path, log: Callable[[str], None] = print) -> Iterator[
         except FileExistsError:
             holder = _holder(path)
             if not holder or _alive(holder):
+                why = f": {why}" if why else ""
                 where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
                 raise SweepLocked(
-                    f"sweep folder {directory} is in use by another sweep driver ({where}). Wait for it to finish "
-                    f"or stop it, or use another --name. If that process is gone (another machine, or a crash "
-                    f"there), delete {path}"
+                    f"sweep folder {directory} is in use by another sweep driver or report ({where}){why}. Wait "
+                    f"for it to finish or stop it, or use another --name. If that process is gone (another machine, "
+                    f"or a crash there), delete {path}"
                 ) from None
             log(f"removing a stale lock of {directory.name}: its driver (pid {holder['pid']}) is no longer running")
             path.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from ..report import paper_table, significance_lines
 from ..stats import INTERVAL_METHOD
 from ..tracking import MlflowTracker
 from .front import front_of, knee, trials_frame
+from .lock import sweep_lock
 from .runner import initial_curvature
 from .state import SweepState
 
@@ -222,9 +223,15 @@ Paired verdicts (test):
 
 def build_report(directory: Path, rc: ReportConfig | None = None, *, log: Callable[[str], None] = print) -> Path:
     """Write ``report.md`` and its figures into the sweep folder and onto its parent run."""
+    rc = rc or ReportConfig()
+    # a sweep that is running would change under the report: its tables would describe half a sweep
+    with sweep_lock(directory, log, why="a report of a running sweep would describe it half-finished"):
+        return _build_locked(directory, rc, log)
+
+
+def _build_locked(directory: Path, rc: ReportConfig, log: Callable[[str], None]) -> Path:
     from ..plots import beta_figure, front_figure, ratio_figure
 
-    rc = rc or ReportConfig()
     rep = _Report(directory, rc, log)
     state = rep.state
     with rep.tracker.run(rep.cfg.name, run_id=state.parent_run_id):
