@@ -206,3 +206,80 @@ def test_a_report_of_a_sweep_that_is_running_is_refused_before_it_writes(entries
     time.sleep(0.1)
     rc, message = _run(entries, "report", ["--storage", "runs", "--name", "nope"], capsys)
     assert rc == 2 and "no sweep of that name" in message and "s1" in message
+
+
+# -- 7. labels and duplicate rows: never split a class silently, never keep a conflicting row -----
+@pytest.fixture
+def fitz_root(tmp_path):
+    from fairprune_core.datasets import SyntheticConfig, generate_synthetic
+
+    return generate_synthetic(tmp_path / "fitz", SyntheticConfig(num_images=240, num_classes=3, image_size=16))
+
+
+def test_labels_differing_in_whitespace_or_case_are_one_class_and_the_merge_is_said(fitz_root, tmp_path):
+    import pandas as pd
+
+    from fairprune_core.datasets import load_dataset
+
+    csv = fitz_root / "fitzpatrick17k.csv"
+    frame = pd.read_csv(csv)
+    plain = load_dataset("fitzpatrick17k", fitz_root, image_size=16, cache_dir=tmp_path / "c1")
+    rows = frame.index[frame["label"] == "psoriasis"]
+    frame.loc[rows[:3], "label"] = "psoriasis "
+    frame.loc[rows[3:5], "label"] = " Psoriasis"
+    frame.loc[rows[5:6], "label"] = "PSORIASIS\t"
+    frame.to_csv(csv, index=False)
+    ds = load_dataset("fitzpatrick17k", fitz_root, image_size=16, cache_dir=tmp_path / "c2")
+    assert ds.class_names == plain.class_names, "a class was split by whitespace or case"
+    assert len(ds.records) == len(plain.records)
+    notes = " ".join(ds.summary()["notes"])
+    assert "label: 6 label(s) had extra whitespace" in notes
+    assert "'PSORIASIS' (1 rows), 'Psoriasis' (2 rows) -> 'psoriasis'" in notes, notes
+    assert "merged" in ds.describe()
+
+
+def test_duplicate_rows_are_kept_once_and_conflicting_ones_dropped_and_counted(fitz_root, tmp_path):
+    import pandas as pd
+
+    from fairprune_core.datasets import load_dataset
+
+    csv = fitz_root / "fitzpatrick17k.csv"
+    frame = pd.read_csv(csv)
+    present = {p.stem for p in fitz_root.rglob("*.jpg")}
+    known = frame[frame["fitzpatrick_scale"].between(1, 3) & frame["md5hash"].isin(present)]
+    exact = known.iloc[[0]]
+    other_group = known.iloc[[1]].assign(fitzpatrick_scale=5)  # the same image, said to be dark skin
+    other_label = known.iloc[[2]].assign(label="nevus" if known.iloc[2]["label"] != "nevus" else "melanoma")
+    pd.concat([frame, exact, other_group, other_label]).to_csv(csv, index=False)
+    ds = load_dataset("fitzpatrick17k", fitz_root, image_size=16, cache_dir=tmp_path / "c")
+    dropped = ds.summary()["dropped_by_reason"]
+    assert dropped["duplicate md5hash"] == 1
+    assert dropped["conflicting duplicate md5hash (rows disagree on fitzpatrick_scale, label)"] == 4
+    kept = set(ds.records["image_id"])
+    assert known.iloc[0]["md5hash"] in kept
+    assert not {known.iloc[1]["md5hash"], known.iloc[2]["md5hash"]} & kept
+
+
+def test_isic_metadata_rows_that_disagree_on_sex_drop_that_image_and_are_counted(tmp_path, cache_dir):
+    import pandas as pd
+
+    from fairprune_core.datasets import load_dataset
+
+    from .test_datasets import _isic_folder
+
+    root = _isic_folder(tmp_path, n=60)
+    meta_path = root / "ISIC_2019_Training_Metadata.csv"
+    meta = pd.read_csv(meta_path)
+    same = meta.iloc[[0]]  # an exact repeat: harmless
+    other = meta.iloc[[1]].assign(sex="male" if meta.iloc[1]["sex"] == "female" else "female")
+    pd.concat([meta, same, other]).to_csv(meta_path, index=False)
+    truth_path = root / "ISIC_2019_Training_GroundTruth.csv"
+    truth = pd.read_csv(truth_path)
+    relabelled = truth.iloc[[2]].assign(MEL=1 - truth.iloc[2]["MEL"], NV=truth.iloc[2]["MEL"], BCC=0)
+    pd.concat([truth, relabelled]).to_csv(truth_path, index=False)
+    ds = load_dataset("isic2019", root, image_size=16, cache_dir=cache_dir)
+    dropped = ds.summary()["dropped_by_reason"]
+    assert dropped["conflicting rows in ISIC_2019_Training_Metadata.csv (they disagree on sex)"] == 1
+    assert dropped["conflicting duplicate image (rows disagree on label)"] == 2
+    kept = set(ds.records["image_id"])
+    assert meta.iloc[0]["image"] in kept and not {meta.iloc[1]["image"], meta.iloc[2]["image"]} & kept

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ._base import DatasetError, DermDataset, DropLog, read_csv_checked
 from ._build import assemble, index_images
+from .rows import clean_labels, drop_duplicate_rows
 
 __all__ = ["CSV_NAME", "GROUP_NAMES", "LABEL_COLUMNS", "load_fitzpatrick17k"]
 
@@ -84,8 +85,8 @@ def load_fitzpatrick17k(
     )
     log = DropLog(rows_read=len(frame))
 
-    frame = frame.drop_duplicates("md5hash")
-    log.drop("duplicate md5hash", log.rows_read - len(frame))
+    frame = frame.assign(**{label_column: clean_labels(frame[label_column], log, label_column)})
+    frame = drop_duplicate_rows(frame, "md5hash", ["fitzpatrick_scale", label_column], log)
 
     frame, scale = _usable_rows(frame, label_column, drop_wrongly_labelled, log, csv_path)
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ._base import DatasetError, DermDataset, DropLog, read_csv_checked
 from ._build import assemble, index_images
+from .rows import conflicting_ids, drop_duplicate_rows
 
 __all__ = ["GROUND_TRUTH", "GROUP_NAMES", "IMAGE_DIR", "METADATA", "load_isic2019"]
 
@@ -58,15 +59,23 @@ def load_isic2019(
     labels = pd.Series(np.asarray(class_names)[onehot.argmax(axis=1)], index=truth["image"])
 
     log = DropLog(rows_read=len(truth))
-    dup = truth["image"].duplicated()
-    log.drop("duplicate image id", int(dup.sum()))
-    labels = labels[~dup.to_numpy()]
+    kept = drop_duplicate_rows(
+        pd.DataFrame({"image": labels.index, "label": labels.to_numpy()}), "image", ["label"], log
+    )
+    labels = pd.Series(kept["label"].to_numpy(), index=kept["image"].to_numpy())
 
+    # metadata rows of one image that disagree (another sex, another lesion): that image's group is unknown
+    meta = meta.assign(sex=meta["sex"].str.strip().str.lower())
+    conflicts = conflicting_ids(meta, "image", ["sex", *(["lesion_id"] if "lesion_id" in meta.columns else [])])
+    in_conflict = labels.index.isin(list(conflicts))
+    which = ", ".join(sorted({c for cols in conflicts.values() for c in cols}))
+    log.drop(f"conflicting rows in {METADATA} (they disagree on {which})", int(in_conflict.sum()))
+    labels = labels[~in_conflict]
     meta = meta.drop_duplicates("image").set_index("image")
     in_meta = labels.index.isin(meta.index)
     log.drop(f"no row in {METADATA}", int((~in_meta).sum()))
     labels = labels[in_meta]
-    sex = meta["sex"].reindex(labels.index).str.strip().str.lower()
+    sex = meta["sex"].reindex(labels.index)
     known = sex.isin(GROUP_NAMES)
     odd = sorted(set(sex[~known].dropna()))
     if odd:
