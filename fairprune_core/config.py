@@ -125,8 +125,8 @@ class PruneConfig:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples (--mc-samples) must be >= 1, got {self.mc_samples}")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta (--beta) must be a finite number >= 0, got {self.beta}")
+        if not (math.isfinite(self.beta) and 0 <= self.beta <= MAX_BETA):
+            raise ValueError(f"beta (--beta) must be a number in [0, {MAX_BETA:g}], got {self.beta}")
         if self.batch_size < 1 or self.num_batches < 1:
             raise ValueError(
                 f"--curvature-batch-size and --curvature-batches must be >= 1, got {self.batch_size} and "
@@ -150,6 +150,10 @@ class PruneConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+MAX_BETA = 100.0  # beyond it the privileged group's curvature is all that counts: a typo, not a search
+# sizes beyond these are typos (1e23 trials), refused before anything starts
+LIMITS = {"num_trials": 100_000, "concurrency": 10_000, "workers_per_trial": 4_096, "n_boot": 1_000_000}
 
 _RANGE_FLAGS = {"beta": "--beta-range", "step_ratio": "--step-range", "final_ratio": "--final-range"}
 
@@ -177,8 +181,11 @@ class SearchSpace:
         for name, (lo, hi) in self.ranges().items():
             if not lo < hi:
                 raise ValueError(f"{_RANGE_FLAGS[name]} must have LOW < HIGH, got {lo} {hi}")
-        if self.beta[0] < 0:
-            raise ValueError(f"--beta-range must be >= 0, got {self.beta[0]} {self.beta[1]}")
+        if not (self.beta[0] >= 0 and self.beta[1] <= MAX_BETA):
+            raise ValueError(
+                f"--beta-range must lie inside [0, {MAX_BETA:g}] (Eq. 4 weighs the privileged group's curvature by "
+                f"beta; the paper searched 0.1-0.5), got {self.beta[0]} {self.beta[1]}"
+            )
         for name in ("step_ratio", "final_ratio"):
             lo, hi = getattr(self, name)
             if not (lo > 0 and hi < 1):
@@ -293,6 +300,15 @@ class SweepConfig:
                 f"--concurrency must be >= 1 and --workers-per-trial >= 0, got {self.concurrency} and "
                 f"{self.workers_per_trial}"
             )
+        for name, flag in (
+            ("num_trials", "--trials"),
+            ("concurrency", "--concurrency"),
+            ("workers_per_trial", "--workers-per-trial"),
+            ("n_boot", "--bootstrap"),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value > LIMITS[name]:
+                raise ValueError(f"{name} ({flag}) must be an integer of at most {LIMITS[name]:,}, got {value!r}")
         if not 0 <= self.trial_retries <= 100:
             raise ValueError(f"trial_retries (--max-retries) must be in 0..100, got {self.trial_retries}")
         if self.n_boot < 100:

@@ -47,7 +47,26 @@ def _files(tmp: Path) -> dict[str, Path]:
         pickle.dump({"format_version": 1, "x": _Payload()}, f)
     torch.save({"format_version": 99}, tmp / "other.pt")
     (tmp / "empty_root").mkdir()
-    return {"bad.yaml", "unknown.yaml", "truncated.pt", "evil.pt", "other.pt", "empty_root"}
+    for name, text in YAML_VALUES.items():
+        (tmp / name).write_text(text)
+    return {"bad.yaml", "unknown.yaml", "truncated.pt", "evil.pt", "other.pt", "empty_root", *YAML_VALUES}
+
+
+# config files whose values are checked as their flags' are (name -> content)
+YAML_VALUES = {
+    "float_trials.yaml": "trials: 3.7\n",
+    "float_concurrency.yaml": "concurrency: 1.5\n",
+    "huge_trials.yaml": "trials: 1e23\n",
+    "many_trials.yaml": "trials: 100000000000000000000000\n",
+    "scalar_range.yaml": "final_range: 0.3\n",
+    "three_range.yaml": "step_range: [0.01, 0.1, 0.2]\n",
+    "string_beta.yaml": "beta_range: [0, 1e3]\n",
+    "huge_beta.yaml": "beta_range: [0, 1e308]\n",
+    "bad_sampler.yaml": "sampler: simplex\n",
+    "string_switch.yaml": "no_paper_settings: 'yes'\n",
+    "list_trials.yaml": "trials: [3]\n",
+    "bool_trials.yaml": "trials: true\n",
+}
 
 
 UNREACHABLE = f"http://127.0.0.1:{_free_port()}"
@@ -87,6 +106,19 @@ CASES = [
     ("pareto", ["--config", "missing.yaml"], ["missing.yaml"]),
     ("pareto", ["--config", "bad.yaml"], ["bad.yaml"]),
     ("pareto", ["--config", "unknown.yaml"], ["no_such_flag"]),
+    ("pareto", ["--config", "float_trials.yaml"], ["float_trials.yaml", "trials", "must be an integer", "--trials"]),
+    ("pareto", ["--config", "float_concurrency.yaml"], ["concurrency", "must be an integer"]),
+    ("pareto", ["--config", "huge_trials.yaml"], ["huge_trials.yaml", "trials", "must be an integer"]),
+    ("pareto", ["--config", "many_trials.yaml"], ["--trials", "at most 100,000"]),
+    ("pareto", ["--config", "scalar_range.yaml"], ["scalar_range.yaml", "final_range", "list of 2 values"]),
+    ("pareto", ["--config", "three_range.yaml"], ["step_range", "list of 2 values, got 3"]),
+    ("pareto", ["--config", "string_beta.yaml"], ["--beta-range", "[0, 100]"]),
+    ("pareto", ["--config", "huge_beta.yaml"], ["--beta-range", "[0, 100]"]),
+    ("pareto", ["--config", "bad_sampler.yaml"], ["bad_sampler.yaml", "sampler", "must be one of"]),
+    ("pareto", ["--config", "string_switch.yaml"], ["no_paper_settings", "true or false"]),
+    ("pareto", ["--config", "list_trials.yaml"], ["trials", "single int"]),
+    ("pareto", ["--config", "bool_trials.yaml"], ["trials", "single int"]),
+    ("pareto", ["--beta", "1e308"], ["--beta", "[0, 100]"]),
     ("pareto", ["--resume", "--name", "typo"], ["--resume", "typo"]),
     ("pareto", ["--checkpoint", "missing.pt"], ["--checkpoint", "missing.pt"]),
     ("pareto", ["--checkpoint", "evil.pt"], ["not a FairPrune checkpoint", "never unpickles"]),

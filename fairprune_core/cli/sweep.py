@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,57 @@ def _config_file_values(parser: argparse.ArgumentParser, argv: list[str] | None)
         raise SystemExit(
             f"--config {known.config}: expected a mapping of flag names to values, got {type(values).__name__}"
         )
-    dests = {a.dest for a in parser._actions}
-    unknown = sorted(k for k in values if k.replace("-", "_") not in dests)
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in actions or k in ("help", "config"))
     if unknown:
         raise SystemExit(f"--config {known.config}: unknown keys {unknown}; use flag names such as trials, sampler")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    out = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        try:
+            out[dest] = _file_value(actions[dest], value)
+        except ValueError as exc:
+            flag = actions[dest].option_strings[-1]
+            raise SystemExit(f"--config {known.config}: {key}: {exc} (as the flag {flag} takes it)") from None
+    return out
+
+
+def _file_value(action: argparse.Action, value: Any) -> Any:
+    """A ``--config`` value checked and converted as its flag's own argument would be: the same
+    type (an integer stays an integer), the same number of values, the same choices."""
+    if action.nargs == 0:  # a switch (store_true)
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    count = action.nargs if isinstance(action.nargs, int) else None
+    if count is not None or action.nargs in ("+", "*"):
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list{f' of {count} values' if count else ''}, got {value!r}")
+        if count is not None and len(value) != count:
+            raise ValueError(f"must be a list of {count} values, got {len(value)}: {value!r}")
+        return [_file_scalar(action, v) for v in value]
+    return _file_scalar(action, value)
+
+
+def _file_scalar(action: argparse.Action, value: Any) -> Any:
+    if isinstance(value, list | dict | bool):
+        raise ValueError(f"must be a single {getattr(action.type, '__name__', 'value')}, got {value!r}")
+    if action.type is int and not (
+        isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+    ):
+        raise ValueError(f"must be an integer, got {value!r}")
+    convert = action.type or str
+    try:
+        converted = convert(value if action.type in (int, float) and not isinstance(value, str) else str(value))
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise ValueError(f"invalid value {value!r}: {exc}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
 
 
 def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
