@@ -283,3 +283,39 @@ def test_isic_metadata_rows_that_disagree_on_sex_drop_that_image_and_are_counted
     assert dropped["conflicting duplicate image (rows disagree on label)"] == 2
     kept = set(ds.records["image_id"])
     assert meta.iloc[0]["image"] in kept and not {meta.iloc[1]["image"], meta.iloc[2]["image"]} & kept
+
+
+# -- 9. a tracking URI that answers but is no MLflow server ----------------------------------------
+def test_a_web_server_that_is_not_mlflow_is_one_line_before_anything_starts(entries, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from .test_sweep_e2e import _free_port
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "health").write_text("OK")  # answers /health with 200, like the page of a router
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        monkeypatch.chdir(tmp_path)
+        rc, message = _run(
+            entries, "pareto", ["--tracking-uri", f"http://127.0.0.1:{port}", "--cache-dir", "cache"], capsys
+        )
+        assert rc == 2 and "not as an MLflow tracking server" in message and "status 404" in message, message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    finally:
+        server.kill()
+        server.wait()

@@ -202,6 +202,21 @@ def test_a_torn_journal_is_repaired_on_resume_and_finished_trials_stay_complete(
     assert _complete(storage, "torn") == [0, 1, 2, 3, 4], "a finished trial was told FAIL or run twice"
     _check_store(uri, "torn", 5)
     assert list((storage / "torn").glob("optuna.journal.torn-*")), "no copy of the torn journal was kept"
+    # a resume may reach the same store by another spelling of its URI, never another store
+    other = tmp_path / "other.db"
+    rc, out = _sweep(
+        _cmd(storage, cache_dir, f"sqlite:///{other}", "torn", "--resume", "--trials", "5"), tmp_path, _env()
+    )
+    assert rc == 2 and "does not hold this sweep's parent run" in out.strip().splitlines()[-1], out[-2000:]
+    assert "Started a local Ray instance" not in out and not other.exists()
+    (tmp_path / "cwd").mkdir()
+    rc, out = _sweep(
+        _cmd(storage, cache_dir, "sqlite:///../mlflow.db", "torn", "--resume", "--trials", "6"),
+        tmp_path / "cwd",
+        _env(),
+    )
+    assert rc == 0, out[-3000:]
+    _check_store(uri, "torn", 6)
 
 
 def test_a_full_disk_under_the_tracking_store_fails_trials_cleanly_and_resume_runs_them(tmp_path, cache_dir):

@@ -31,7 +31,7 @@ from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..throttle import throttled
 from ..tracking import MlflowTracker, Tracker, TrackingError
-from ..tracking.mlflow_store import store_failure
+from ..tracking.mlflow_store import resolve_tracking_uri, store_failure
 from .front import front_of, front_picks, front_summary, front_tags, trials_frame
 from .lock import sweep_lock
 from .state import SweepState
@@ -81,6 +81,8 @@ def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -
     # a resumed sweep keeps logging where it started, wherever it is resumed from
     uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri
     MlflowTracker.check(uri)  # a bad or unreachable store fails before Ray starts
+    if state is not None:  # ... and so does a store that is not the sweep's
+        MlflowTracker(resolve_tracking_uri(uri), state.experiment_id).check_run(state.parent_run_id, state.tracking_uri)
     ensure_ray(cfg.address, preload=_preload(cfg))
     if cfg.gpus_per_worker is None:
         cfg = replace(cfg, gpus_per_worker=auto_gpus_per_worker())

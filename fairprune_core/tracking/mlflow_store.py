@@ -123,6 +123,34 @@ def check_tracking_uri(uri: str, *, multi_node: bool, timeout_s: float = 5.0) ->
                 f"cannot reach the MLflow tracking server at {uri} ({exc}); start it "
                 f"(mlflow server --host 127.0.0.1 --port 5000) or pass another --tracking-uri"
             ) from exc
+        _check_speaks_mlflow(uri, timeout_s)
+
+
+def _check_speaks_mlflow(uri: str, timeout_s: float) -> None:
+    """Something answers on ``uri``: is it MLflow's REST API (JSON), or another web server (a page)?"""
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    what = ""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = resp.read(65536)
+            try:
+                ok = isinstance(json.loads(body or b"{}"), dict)
+            except ValueError:
+                ok = False
+            what = resp.headers.get("Content-Type", "no content type")
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # an MLflow server behind authentication: the client's credentials decide
+        ok, what = False, f"status {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"the tracking server at {uri} stopped answering ({exc}); pass another --tracking-uri"
+        ) from exc
+    if not ok:
+        raise TrackingError(
+            f"{uri} answers, but not as an MLflow tracking server (its REST API answered {what}); check the host "
+            f"and port (mlflow server --host 127.0.0.1 --port 5000) or pass another --tracking-uri"
+        )
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -341,6 +369,28 @@ class MlflowTracker:
         uri = resolve_tracking_uri(uri)
         check_tracking_uri(uri, multi_node=multi_node)
         return cls(uri, experiment_id(uri, experiment_name), pickle_models=pickle_models)
+
+    def check_run(self, run_id: str, stored_uri: str) -> None:
+        """A resumed sweep's parent run must be in this store: a changed ``--tracking-uri`` may reach the
+        same store anew (another path to it, its server), not another store."""
+        from mlflow.exceptions import MlflowException
+
+        parsed = urlparse(self.uri)
+        if parsed.scheme == "sqlite" and not Path(self.uri[len("sqlite:///") :]).is_file():
+            run = None  # not even a database there (and none is created by asking)
+        elif parsed.scheme == "file" and not Path(parsed.path).is_dir():
+            run = None
+        else:
+            try:
+                run = self._client().get_run(run_id)
+            except MlflowException:
+                run = None
+        if run is None or run.info.experiment_id != self.experiment_id:
+            raise TrackingError(
+                f"--tracking-uri {self.uri} does not hold this sweep's parent run {run_id} (the sweep logs to "
+                f"{stored_uri}); resume against the store that holds it (the same database, or its server), or "
+                f"start a new sweep (another --name)"
+            )
 
     def _client(self) -> Any:
         import mlflow
