@@ -13,7 +13,7 @@ import torch
 
 from .datasets import DermDataset
 from .masks import apply_masks
-from .model import VGG, ModelConfig, build_model
+from .model import VGG, ModelConfig, build_model, check_state_shapes, config_from_file
 
 __all__ = ["Checkpoint", "CheckpointMismatch", "load_checkpoint", "save_checkpoint", "save_pruned"]
 
@@ -108,6 +108,9 @@ def save_checkpoint(
     return path
 
 
+_REQUIRED = ("model_config", "state_dict", "class_names", "group_names", "dataset_name", "manifest_fingerprint")
+
+
 def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map_location: str = "cpu") -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`; with ``dataset``, check it matches."""
     path = Path(path)
@@ -125,9 +128,23 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
         raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a FairPrune checkpoint (format {FORMAT_VERSION})")
-    config = ModelConfig(**payload["model_config"])
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise ValueError(f"{path} is not a whole FairPrune checkpoint: it lacks {', '.join(missing)}; re-create it")
+    config = config_from_file(payload["model_config"], f"checkpoint {path}")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path}: its state_dict is not a mapping of tensors; re-create it")
+    check_state_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, f"checkpoint {path}")
+    masks = payload.get("masks")
+    if masks is not None:
+        if not isinstance(masks, dict) or not all(isinstance(v, torch.Tensor) for v in masks.values()):
+            raise ValueError(f"checkpoint {path}: its masks are not a mapping of tensors; re-create it")
+        bad = [k for k, m in masks.items() if k not in state or tuple(m.shape) != tuple(state[k].shape)]
+        if bad:
+            raise ValueError(f"checkpoint {path}: masks that fit no weight ({', '.join(bad[:3])}); re-create it")
     model = build_model(config)
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(state)
     if payload.get("masks") is not None:
         apply_masks(model, payload["masks"])  # pruned weights are exactly zero, whatever was stored
     model.eval()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model import VGG, ModelConfig
+from .model import VGG, ModelFileError, check_state_shapes, config_from_file
 
 __all__ = ["SAFETENSORS_FILE", "PrunedVGG", "load_safetensors", "pack_pruned", "save_safetensors", "to_pruned_module"]
 
@@ -61,8 +61,13 @@ def pack_pruned(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> di
     return packed
 
 
-def _unpack_pruned(config: dict, packed: dict[str, dict[str, Any]], training: bool = False) -> PrunedVGG:
-    model = PrunedVGG(ModelConfig(**config))
+def _unpack_pruned(
+    config: dict, packed: dict[str, dict[str, Any]], training: bool = False, where: str = "a pruned model"
+) -> PrunedVGG:
+    model_config = config_from_file(config, where)
+    shapes = {k: tuple(e["shape"]) if "shape" in e else tuple(e["dense"].shape) for k, e in packed.items()}
+    check_state_shapes(model_config, shapes, where)
+    model = PrunedVGG(model_config)
     state, masks = {}, {}
     for name, entry in packed.items():
         if "dense" in entry:
@@ -70,6 +75,11 @@ def _unpack_pruned(config: dict, packed: dict[str, dict[str, Any]], training: bo
             continue
         n = int(np.prod(entry["shape"]))
         mask = torch.from_numpy(np.unpackbits(entry["bits"].numpy(), count=n).astype(bool))
+        if entry["bits"].numel() != (n + 7) // 8 or int(mask.sum()) != entry["values"].numel():
+            raise ModelFileError(
+                f"{where}: {name} keeps {entry['values'].numel()} values for a mask of {int(mask.sum())} kept "
+                f"weights; the file is damaged or was edited: re-create it"
+            )
         dense = torch.zeros(n, dtype=entry["values"].dtype)
         dense[mask] = entry["values"]
         state[name] = dense.reshape(entry["shape"])
@@ -116,12 +126,18 @@ def load_safetensors(path: str | Path) -> PrunedVGG:
             raise ValueError(
                 f"{path}: not a FairPrune pruned model (format {meta.get('format')!r}, expected {_FORMAT!r})"
             )
-        shapes = json.loads(meta["shapes"])
-        packed: dict[str, dict[str, Any]] = {}
-        for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
-            name, kind = key.rsplit(".", 1)
-            entry = packed.setdefault(name, {})
-            entry[kind] = f.get_tensor(key)
-            if kind == "bits":
-                entry["shape"] = tuple(shapes[name])
-    return _unpack_pruned(json.loads(meta["config"]), packed).eval()
+        try:
+            shapes = json.loads(meta["shapes"])
+            config = json.loads(meta["config"])
+            packed: dict[str, dict[str, Any]] = {}
+            for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
+                name, kind = key.rsplit(".", 1)
+                entry = packed.setdefault(name, {})
+                entry[kind] = f.get_tensor(key)
+                if kind == "bits":
+                    entry["shape"] = tuple(shapes[name])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelFileError(
+                f"{path}: its header or tensor names are not FairPrune's ({exc}); re-create it"
+            ) from None
+    return _unpack_pruned(config, packed, where=str(path)).eval()

@@ -20,13 +20,30 @@ fast; ``width=1`` is the full VGG-11. Parameter names follow torchvision (``feat
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["INPUT_MEAN", "INPUT_STD", "VGG", "ModelConfig", "build_model", "normalise", "to_model_input"]
+__all__ = [
+    "INPUT_MEAN",
+    "INPUT_STD",
+    "VGG",
+    "ModelConfig",
+    "ModelFileError",
+    "build_model",
+    "check_state_shapes",
+    "config_from_file",
+    "normalise",
+    "to_model_input",
+]
+
+
+class ModelFileError(ValueError):
+    """A model file (checkpoint, safetensors) whose configuration or tensors do not make the model."""
+
 
 # VGG-11 ("A") in torchvision's notation: numbers are conv output channels, "M" a 2x2 max-pool.
 _VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -151,3 +168,41 @@ def normalise(x: torch.Tensor, *, memory_format: torch.memory_format = torch.con
     mean = torch.tensor(INPUT_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(INPUT_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std).contiguous(memory_format=memory_format)
+
+
+def config_from_file(values: Any, where: str) -> ModelConfig:
+    """The :class:`ModelConfig` a file records, checked: unknown keys, wrong types and values out of
+    range are a :class:`ModelFileError` naming the file (``where``), before any model is built."""
+    known = {f.name for f in fields(ModelConfig)}
+    if not isinstance(values, dict):
+        raise ModelFileError(f"{where}: its model_config is not a mapping ({type(values).__name__})")
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ModelFileError(
+            f"{where}: unknown model_config keys {unknown} (known: {', '.join(sorted(known))}); the file was not "
+            f"written by this FairPrune, or was edited"
+        )
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where}: its model_config is not a valid model ({exc})") from None
+
+
+def check_state_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """The tensors a file holds (name -> shape) are exactly the model's: a :class:`ModelFileError`
+    naming the first mismatches otherwise. The model is built on the meta device: no memory used."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VGG(config).state_dict().items()}
+    problems = [f"{k} missing" for k in expected if k not in shapes]
+    problems += [f"{k} unexpected" for k in shapes if k not in expected]
+    problems += [
+        f"{k} has shape {list(shapes[k])}, the model needs {list(v)}"
+        for k, v in expected.items()
+        if k in shapes and tuple(shapes[k]) != v
+    ]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ModelFileError(
+            f"{where}: its tensors do not fit the model it records ({'; '.join(problems[:3])}{more}); the file "
+            f"is damaged or was edited: re-create it"
+        )

@@ -20,7 +20,7 @@ from .datasets import DermDataset, SplitArrays
 from .datasets.device_batches import DeviceBatches
 from .datasets.transforms import AugmentedImages, collate_to_input, train_augmentation
 from .evaluation import evaluate, resolve_device
-from .model import ModelConfig, build_model
+from .model import ModelConfig, ModelFileError, build_model
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingMode", "VanillaMode", "pretrain", "pretrain_key"]
 
@@ -173,21 +173,34 @@ def _check_fits(dataset: DermDataset, model_config: ModelConfig) -> None:
 def _restore(
     last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, mode: TrainingMode, device: Any
 ) -> _Progress:
-    """Continue from ``last.pt`` (tensors and plain values only: nothing is unpickled)."""
-    state = torch.load(last_path, map_location=device, weights_only=True)
+    """Continue from ``last.pt`` (tensors and plain values only: nothing is unpickled). A file that
+    cannot be resumed from is a :class:`~fairprune_core.model.ModelFileError` naming it, before the
+    model, optimizer or RNG are touched."""
+    fix = "it is damaged or was edited: delete it (training starts over) or pass --no-resume"
+    try:
+        state = torch.load(last_path, map_location=device, weights_only=True)
+    except Exception as exc:  # UnpicklingError (objects beyond tensors), a truncated file, ...
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"cannot resume from {last_path} ({reason}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"cannot resume from {last_path} (not a FairPrune training state); {fix}")
     if state.get("key") != key:
-        raise ValueError(
+        raise ModelFileError(
             f"{last_path} was written by a run with another configuration or dataset; "
             f"use a new output folder or resume=False to start over"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    mode.load_state_dict(state.get("mode", {}))
-    torch.set_rng_state(state["rng"])
-    return _Progress(
-        state["epoch"] + 1, state["best_score"], state["best_epoch"], state["best_metrics"], state["history"]
-    )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        mode.load_state_dict(state.get("mode", {}))
+        torch.set_rng_state(state["rng"])
+        return _Progress(
+            int(state["epoch"]) + 1, state["best_score"], state["best_epoch"], state["best_metrics"], state["history"]
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        raise ModelFileError(f"cannot resume from {last_path} ({reason}); {fix}") from None
 
 
 def _save_last(

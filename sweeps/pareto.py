@@ -157,16 +157,13 @@ def _print_outcome(outcome: Any) -> None:
     if outcome.aliases:
         picks = ", ".join(f"@{alias} = trial {n}" for alias, n in outcome.aliases.items())
         print(f"  registered model {outcome.registry}: {picks}")
-        print("  load one (from anywhere):")
-        if outcome.knee_pickled:
-            print("    import mlflow")
-            print(f"    mlflow.set_tracking_uri({outcome.tracking_uri!r})")
-            print(f"    model = mlflow.pytorch.load_model('models:/{outcome.registry}@knee')")
-            print("    # without unpickling: fairprune_core.tracking.load_pruned_model(same URI)")
-        else:  # logged with --safetensors-only: no PyTorch flavour to load
-            print("    from fairprune_core.tracking import load_pruned_model")
-            uri = f"models:/{outcome.registry}@knee"
-            print(f"    model = load_pruned_model({uri!r}, tracking_uri={outcome.tracking_uri!r})")
+        print("  load one (from anywhere; nothing is unpickled):")
+        print("    from fairprune_core.tracking import load_pruned_model")
+        uri = f"models:/{outcome.registry}@knee"
+        print(f"    model = load_pruned_model({uri!r}, tracking_uri={outcome.tracking_uri!r})")
+        if outcome.knee_pickled:  # the PyTorch flavour too (not --safetensors-only): it unpickles
+            trust = "also works, but unpickles the file: only for a store you trust"
+            print(f"    # mlflow.pytorch.load_model({uri!r}) {trust}")
 
 
 RESUME = "python sweeps/pareto.py --resume"

@@ -49,7 +49,42 @@ def _files(tmp: Path) -> dict[str, Path]:
     (tmp / "empty_root").mkdir()
     for name, text in YAML_VALUES.items():
         (tmp / name).write_text(text)
-    return {"bad.yaml", "unknown.yaml", "truncated.pt", "evil.pt", "other.pt", "empty_root", *YAML_VALUES}
+    _edited_checkpoints(tmp)
+    return {
+        *EDITED_CHECKPOINTS,
+        "bad.yaml",
+        "unknown.yaml",
+        "truncated.pt",
+        "evil.pt",
+        "other.pt",
+        "empty_root",
+        *YAML_VALUES,
+    }
+
+
+EDITED_CHECKPOINTS = ("unknown_key.pt", "wrong_shape.pt", "huge_width.pt", "no_state.pt")
+
+
+def _edited_checkpoints(tmp: Path) -> None:
+    """A well-formed checkpoint of a tiny model, then edited as a user (or an attacker) might."""
+    from fairprune_core.model import ModelConfig, build_model
+
+    config = ModelConfig(num_classes=4, image_size=32, width=1 / 16)
+    good = {
+        "format_version": 1,
+        "model_config": config.to_dict(),
+        "state_dict": build_model(config).state_dict(),
+        "class_names": ["a", "b", "c", "d"],
+        "group_names": ["light", "dark"],
+        "dataset_name": "synthetic",
+        "manifest_fingerprint": "0" * 64,
+    }
+    torch.save({**good, "model_config": {**config.to_dict(), "depth": 19}}, tmp / "unknown_key.pt")
+    state = dict(good["state_dict"])
+    state["classifier.6.weight"] = torch.zeros(7, state["classifier.6.weight"].shape[1])  # a 7-class head
+    torch.save({**good, "state_dict": state}, tmp / "wrong_shape.pt")
+    torch.save({**good, "model_config": {**config.to_dict(), "width": 1000}}, tmp / "huge_width.pt")
+    torch.save({k: v for k, v in good.items() if k != "state_dict"}, tmp / "no_state.pt")
 
 
 # config files whose values are checked as their flags' are (name -> content)
@@ -124,6 +159,11 @@ CASES = [
     ("pareto", ["--checkpoint", "evil.pt"], ["not a FairPrune checkpoint", "never unpickles"]),
     ("pareto", ["--checkpoint", "truncated.pt"], ["truncated"]),
     ("pareto", ["--checkpoint", "other.pt"], ["not a FairPrune checkpoint"]),
+    ("pareto", ["--checkpoint", "unknown_key.pt"], ["unknown_key.pt", "unknown model_config keys ['depth']"]),
+    ("pareto", ["--checkpoint", "wrong_shape.pt"], ["wrong_shape.pt", "classifier.6.weight has shape [7,"]),
+    ("pareto", ["--checkpoint", "huge_width.pt"], ["huge_width.pt", "width must be in (0, 4]"]),
+    ("pareto", ["--checkpoint", "no_state.pt"], ["no_state.pt", "lacks state_dict"]),
+    ("prune", ["--checkpoint", "wrong_shape.pt"], ["wrong_shape.pt", "do not fit the model"]),
     ("pareto", ["--dataset", "isic2019"], ["--data-root"]),
     ("pareto", ["--dataset", "isic2019", "--data-root", "empty_root"], ["empty_root"]),
     ("pareto", ["--dataset", "fitzpatrick17k", "--data-root", "no_such_dir"], ["no_such_dir"]),

@@ -63,7 +63,7 @@ def test_a_safetensors_only_sweep_logs_every_model_once_and_says_how_to_load_it(
     args = ("--safetensors-only", "--trials", "2", "--tracking-uri", store, "--storage", str(tmp_path / "sweeps"))
     res = _run("pareto.py", *args, cwd=tmp_path, cache=cache_dir)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "mlflow.pytorch.load_model" not in res.stdout and "Pickle" not in res.stderr
+    assert "mlflow.pytorch.load_model" not in res.stdout and "Pickle" not in res.stderr  # no flavour to name
     mlflow.set_tracking_uri(store)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     runs = [r for r in runs if r.data.tags.get("role") in ("baseline", "trial")]

@@ -7,6 +7,7 @@ call, on real files; process faults use real processes (``test_process_faults.py
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -319,3 +320,119 @@ def test_a_web_server_that_is_not_mlflow_is_one_line_before_anything_starts(entr
     finally:
         server.kill()
         server.wait()
+
+
+# -- 6. every file the tool reads is checked, and never unpickled ----------------------------------
+def _tiny_model():
+    from fairprune_core.model import ModelConfig, build_model
+
+    return build_model(ModelConfig(num_classes=3, image_size=32, width=1 / 16), seed=0)
+
+
+def test_a_pruned_model_file_whose_tensors_do_not_fit_is_one_error_naming_it(tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from fairprune_core.export import load_safetensors, save_safetensors
+    from fairprune_core.model import ModelFileError
+
+    model = _tiny_model()
+    masks = {n: torch.rand_like(p) > 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in masks:
+                p[~masks[n]] = 0
+    path = save_safetensors(model, masks, tmp_path / "m.safetensors")
+    loaded = load_safetensors(path)  # the file as written loads, and predicts as the model does
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(x), model.eval()(x))
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    edits = {
+        "wrong_dense.safetensors": ({**tensors, "classifier.6.bias.dense": torch.zeros(7)}, meta),
+        "short_values.safetensors": (
+            {**tensors, "features.0.weight.values": tensors["features.0.weight.values"][:-1]},
+            meta,
+        ),
+        "wrong_header.safetensors": (tensors, {**meta, "config": meta["config"].replace('"width"', '"depth"')}),
+        "no_shapes.safetensors": (tensors, {k: v for k, v in meta.items() if k != "shapes"}),
+    }
+    for name, (edited, header) in edits.items():
+        save_file(edited, str(tmp_path / name), metadata=header)
+        with pytest.raises(ModelFileError, match=re.escape(name)):
+            load_safetensors(tmp_path / name)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.write_text, (Path("PWNED"), "the payload ran"))
+
+
+def test_a_tampered_curvature_cache_is_one_error_naming_it_and_never_unpickled(tmp_path, monkeypatch):
+    import pickle
+
+    import torch
+
+    from fairprune_core.sweep.runner import load_initial_curvature
+
+    monkeypatch.chdir(tmp_path)
+    model = _tiny_model()
+    sums = {n: torch.ones_like(p, dtype=torch.float64) for n, p in model.named_parameters()}
+    good = {side: {"sums": sums, "count": 32} for side in ("unprivileged", "privileged")}
+    path = tmp_path / "initial_curvature.pt"
+    torch.save(good, path)
+    assert set(load_initial_curvature(path, model)) == {"unprivileged", "privileged"}
+    with path.open("wb") as f:
+        pickle.dump({"unprivileged": _Payload()}, f)
+    with pytest.raises(ValueError, match=r"cannot be read.*delete .*initial_curvature\.pt and resume"):
+        load_initial_curvature(path, model)
+    assert not (tmp_path / "PWNED").exists(), "the cache's payload ran"
+    wrong = {**good, "privileged": {"sums": {**sums, "features.0.weight": torch.ones(2)}, "count": 32}}
+    torch.save(wrong, path)
+    with pytest.raises(ValueError, match=r"does not fit the model \(privileged: features.0.weight\)"):
+        load_initial_curvature(path, model)
+    torch.save({**good, "privileged": {"sums": sums, "count": -1}}, path)
+    with pytest.raises(ValueError, match="not one FairPrune wrote"):
+        load_initial_curvature(path, model)
+
+
+def test_a_tampered_training_state_is_one_line_and_never_unpickled(entries, tmp_path, monkeypatch, capsys, cache_dir):
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--smoke-test", "--epochs", "1", "--out", "run", "--cache-dir", str(cache_dir)]
+    assert _run(entries, "pretrain", argv, capsys)[0] == 0
+    with (tmp_path / "run" / "last.pt").open("wb") as f:
+        pickle.dump({"key": _Payload()}, f)
+    rc, message = _run(entries, "pretrain", argv, capsys)
+    assert rc == 2 and "cannot resume from run/last.pt" in message and "--no-resume" in message, message
+    assert not (tmp_path / "PWNED").exists()
+    (tmp_path / "run" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    rc, message = _run(entries, "pretrain", argv, capsys)
+    assert rc == 2 and "cannot resume from run/last.pt" in message, message
+
+
+def test_a_decompression_bomb_is_named_or_skipped_and_counted(fitz_root, tmp_path):
+    from PIL import Image
+
+    from fairprune_core.datasets import DatasetError, load_dataset
+
+    victim = next(fitz_root.rglob("*.jpg"))
+    Image.new("1", (15000, 15000)).save(victim.with_suffix(".png"))  # 225 MP, a few KB on disk
+    victim.unlink()
+    with pytest.raises(DatasetError, match=rf"image .*{victim.stem}\.png is too large to decode safely"):
+        load_dataset("fitzpatrick17k", fitz_root, image_size=16, cache_dir=tmp_path / "c1")
+    ds = load_dataset("fitzpatrick17k", fitz_root, image_size=16, cache_dir=tmp_path / "c2", skip_unreadable=True)
+    assert victim.stem not in set(ds.records["image_id"])
+    assert sum(n for reason, n in ds.summary()["dropped_by_reason"].items() if "unreadable" in reason) == 1
+
+
+def test_a_read_only_cache_dir_is_one_line(entries, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "1m", "ro")
+    try:
+        rc, message = _run(entries, "pretrain", ["--smoke-test", "--cache-dir", str(ro)], capsys)
+        assert rc == 2 and "Read-only file system" in message and "--cache-dir" in message, message
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

@@ -391,12 +391,16 @@ def test_sweep_logs_tags_resumes_without_duplicates(swept):
 def test_the_printed_load_snippet_works_from_another_folder(swept, tmp_path):
     """The lines the sweep prints under "load one (from anywhere):" run as they are elsewhere."""
     lines = swept.last.splitlines()
-    start = lines.index("  load one (from anywhere):") + 1
+    start = lines.index("  load one (from anywhere; nothing is unpickled):") + 1
     snippet = [line.strip() for line in lines[start : start + 3]]
-    assert snippet[0] == "import mlflow" and "set_tracking_uri" in snippet[1] and "@knee" in snippet[2]
-    code = "\n".join([*snippet, "print(type(model).__name__, len(model.masks))"])
+    assert snippet[0] == "from fairprune_core.tracking import load_pruned_model"
+    assert "@knee" in snippet[1] and "tracking_uri=" in snippet[1]
+    # the pickle loader is only mentioned, with the warning, never the line to run
+    assert snippet[2].startswith("# mlflow.pytorch.load_model(") and "unpickles" in snippet[2]
+    code = "\n".join([*snippet[:2], "print(type(model).__name__, len(model.masks))"])
+    env = dict(swept.env, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")  # it works without unpickling
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=swept.env
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[0] == "PrunedVGG"

@@ -37,6 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ..comparison import ChanceModelError
     from ..datasets import DatasetError
     from ..distributed import PoolResourcesError
+    from ..model import ModelFileError
     from ..sweep.journal import JournalDamaged
     from ..sweep.lock import SweepLocked
     from ..tracking import TrackingError
@@ -49,6 +50,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ChanceModelError,
         SweepLocked,
         JournalDamaged,
+        ModelFileError,
     )
 
 

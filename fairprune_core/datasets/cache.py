@@ -44,6 +44,11 @@ def decode_image(path: str, size: int) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3)
             return np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # a file that would decode to billions of pixels
+        raise DatasetError(
+            f"image {path} is too large to decode safely ({exc}); shrink it, delete it (a deleted image is "
+            f"dropped and counted), or pass --skip-unreadable (skip_unreadable=True in Python)"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(
             f"unreadable image {path} ({type(exc).__name__}: {exc}); re-download or delete it "
@@ -65,6 +70,9 @@ def _decode_chunk(args: tuple[list[str], int, bool]) -> tuple[np.ndarray, list[i
     return out, bad
 
 
+_WRITABLE = "pass a writable --cache-dir (or set $FAIRPRUNE_CACHE)"
+
+
 def build_image_cache(
     paths: Sequence[str],
     *,
@@ -80,7 +88,10 @@ def build_image_cache(
     With ``skip_unreadable`` an undecodable image is reported (its index returned) instead of
     raising; the caller drops it. Its slot in the array stays zero.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the image cache folder {cache_dir} ({exc.strerror}); {_WRITABLE}") from None
     key = source_fingerprint(paths)[:20]
     file = cache_dir / f"{dataset}-{size}px-{key}.npy"
     bad_file = file.with_suffix(".unreadable.txt")
@@ -93,7 +104,10 @@ def build_image_cache(
     chunk = 256
     chunks = [list(paths[i : i + chunk]) for i in range(0, n, chunk)]
     tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    except OSError as exc:
+        raise DatasetError(f"cannot write the image cache in {cache_dir} ({exc.strerror}); {_WRITABLE}") from None
     bad: list[int] = []
     start = time.monotonic()
     done = 0
@@ -129,6 +143,8 @@ def build_image_cache(
         del arr
         bad_file.write_text(" ".join(map(str, bad)))
         os.replace(tmp, file)  # atomic: a concurrent reader never sees a half-written cache
+    except OSError as exc:  # the cache's disk filled while it was written
+        raise DatasetError(f"cannot write the image cache in {cache_dir} ({exc.strerror}); {_WRITABLE}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -58,7 +58,7 @@ class SweepOutcome:
     shortfall: str = ""  # why fewer trials completed than asked for ("" when all did)
 
 
-def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepState | None:
+def _check_start(cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint, resume: bool) -> SweepState | None:
     """The stored state when resuming; clear errors for a sweep that exists or does not."""
     exists = SweepState.exists(cfg.directory)
     if exists and not resume:
@@ -71,6 +71,8 @@ def _check_start(cfg: SweepConfig, dataset: DermDataset, resume: bool) -> SweepS
     state = SweepState.load(cfg.directory)
     if state.manifest_fingerprint != dataset.manifest_fingerprint:
         raise ValueError(f"sweep {cfg.name!r} was run on another split of the data; resume it with the same data")
+    if (cfg.directory / "initial_curvature.pt").is_file():  # checked before Ray or any run changes
+        load_initial_curvature(cfg.directory / "initial_curvature.pt", checkpoint.model)
     return state
 
 
@@ -149,12 +151,41 @@ def _run_baselines(cfg: SweepConfig, experiment: Experiment, sweep_id: str, log:
     return out
 
 
+CURVATURE_SIDES = ("unprivileged", "privileged")
+
+
+def load_initial_curvature(path: Path, model: torch.nn.Module) -> dict[str, DiagSums]:
+    """The saved step-0 curvature, checked against ``model`` (each side a sum per parameter of the
+    parameter's shape and a positive count): a damaged file is one line naming it, never unpickled."""
+    fix = f"delete {path} and resume: the sweep computes it again (the same for every trial)"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and ints: nothing unpickled
+    except Exception as exc:  # UnpicklingError (objects beyond tensors), a truncated file, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(f"the sweep's curvature cache {path} cannot be read ({reason}); {fix}") from None
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    if not isinstance(saved, dict) or set(saved) != set(CURVATURE_SIDES):
+        raise ValueError(f"the sweep's curvature cache {path} is not one FairPrune wrote; {fix}")
+    for side, entry in saved.items():
+        sums, count = (entry.get("sums"), entry.get("count")) if isinstance(entry, dict) else (None, None)
+        if not (isinstance(sums, dict) and isinstance(count, int) and count > 0):
+            raise ValueError(f"the sweep's curvature cache {path} ({side}) is not one FairPrune wrote; {fix}")
+        bad = [
+            n
+            for n, t in sums.items()
+            if n not in shapes or not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[n]
+        ]
+        if bad or set(sums) != set(shapes):
+            which = ", ".join(bad[:3]) or "missing parameters"
+            raise ValueError(f"the sweep's curvature cache {path} does not fit the model ({side}: {which}); {fix}")
+    return {k: DiagSums(v["sums"], v["count"]) for k, v in saved.items()}
+
+
 def initial_curvature(cfg: SweepConfig, experiment: Experiment, log: Callable[[str], None]) -> dict[str, DiagSums]:
     """The unpruned model's per-group curvature: the same for every trial, so computed once."""
     path = cfg.directory / "initial_curvature.pt"
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and ints: nothing unpickled
-        return {k: DiagSums(v["sums"], v["count"]) for k, v in saved.items()}
+        return load_initial_curvature(path, experiment.model)
     t0 = time.perf_counter()
     data = experiment.problem.data
     sums = experiment.curvature.compute(
@@ -346,7 +377,7 @@ def run_sweep(
     """
     t_start = time.monotonic()
     checkpoint.check_dataset(dataset)
-    stored = _check_start(cfg, dataset, resume)
+    stored = _check_start(cfg, dataset, checkpoint, resume)
     with sweep_lock(cfg.directory, log):
         try:
             return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
