@@ -15,7 +15,14 @@ from .datasets import DermDataset
 from .masks import apply_masks
 from .model import VGG, ModelConfig, build_model, check_state_shapes, config_from_file
 
-__all__ = ["Checkpoint", "CheckpointMismatch", "load_checkpoint", "save_checkpoint", "save_pruned"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointMismatch",
+    "check_overwritable",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_pruned",
+]
 
 FORMAT_VERSION = 1
 
@@ -78,6 +85,34 @@ def _check_plain(payload: dict[str, Any]) -> None:
         raise TypeError(
             f"checkpoint metadata must be tensors and plain data (str, numbers, lists, dicts): {exc}"
         ) from exc
+
+
+def _ours(path: Path, keys: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a file FairPrune wrote: a torch file of plain data holding ``keys``."""
+    try:
+        payload = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and all(k in payload for k in keys)
+
+
+def check_overwritable(paths: list[Path], flag: str) -> None:
+    """Refuse (before any work) to overwrite a file FairPrune did not write: each of ``paths`` must be
+    absent, or a checkpoint, training state or marker of ours."""
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            continue
+        kind = {"last.pt": ("key", "model", "optimizer"), "done": None}.get(path.name, ("format_version", "state_dict"))
+        ours = path.is_file() and not path.is_symlink()
+        if ours and kind is None:
+            ours = path.read_bytes()[:64] == b"finished\n"
+        elif ours:
+            ours = _ours(path, kind)
+        if not ours:
+            raise FileExistsError(
+                f"{flag} {path.parent}: {path} exists and was not written by FairPrune; nothing was changed. "
+                f"Pass another {flag}, or move that file away"
+            )
 
 
 def save_checkpoint(

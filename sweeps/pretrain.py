@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     from fairprune_core.cli import dataset_from_args, model_and_train_config
     from fairprune_core.pretrained import run_pretrain
 
+    if args.out is not None:  # what pre-training writes there: never over a file of the user's
+        from fairprune_core.checkpoint import check_overwritable
+
+        check_overwritable([args.out / name for name in ("best.pt", "last.pt", "done")], "--out")
     dataset = dataset_from_args(args)
     preset, model_config, train_config = model_and_train_config(args, dataset)
     run_pretrain(dataset, model_config, train_config, out=args.out, resume=not args.no_resume, preset=preset)

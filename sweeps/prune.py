@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     from fairprune_core.comparison import run_comparison
 
     loaded = check_args_before_work(args)  # before any data or model
+    if args.out is not None:  # the checkpoints a comparison saves: never over a file of the user's
+        from fairprune_core.checkpoint import check_overwritable
+
+        check_overwritable([args.out / f"{m}.pt" for m in methods], "--out")
     dataset = dataset_from_args(args)
     print(dataset.describe())
     checkpoint = checkpoint_from_args(args, dataset, loaded)

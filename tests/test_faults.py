@@ -436,3 +436,27 @@ def test_a_read_only_cache_dir_is_one_line(entries, tmp_path, capsys):
         assert rc == 2 and "Read-only file system" in message and "--cache-dir" in message, message
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_output_folders_holding_the_users_files_are_refused_before_any_work(entries, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "obd.pt").write_text("my notes")
+    (tmp_path / "mine" / "best.pt").write_text("my model")
+    rc, message = _run(entries, "prune", ["--smoke-test", "--out", "mine", "--cache-dir", "c"], capsys)
+    assert rc == 2 and "mine/obd.pt exists and was not written by FairPrune" in message, message
+    rc, message = _run(entries, "pretrain", ["--smoke-test", "--out", "mine", "--cache-dir", "c"], capsys)
+    assert rc == 2 and "mine/best.pt exists and was not written by FairPrune" in message, message
+    assert (tmp_path / "mine" / "obd.pt").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "work started before the refusal"
+
+
+def test_a_synthetic_root_on_a_read_only_mount_leaves_no_temporary_sibling(entries, tmp_path, capsys):
+    root = tmp_path / "ro"
+    _mount_tmpfs(root, "1m", "ro")
+    try:
+        rc, message = _run(entries, "pretrain", ["--data-root", str(root), "--smoke-test"], capsys)
+        assert rc == 2 and "cannot write the synthetic dataset" in message, message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"], "a temporary sibling was left behind"
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
