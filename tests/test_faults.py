@@ -460,3 +460,25 @@ def test_a_synthetic_root_on_a_read_only_mount_leaves_no_temporary_sibling(entri
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"], "a temporary sibling was left behind"
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_deleted_model_is_named_missing_not_sent_to_the_pickle_loader(tmp_path):
+    import mlflow
+    import torch
+
+    from fairprune_core.tracking import TrackingError, load_pruned_model, log_pruned_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = _tiny_model()
+    masks = {"features.0.weight": torch.ones_like(model.features[0].weight, dtype=torch.bool)}
+    with mlflow.start_run():
+        info = log_pruned_model(model, masks, name="m", tags={}, step=0, pickle_flavour=False)
+    version = mlflow.register_model(info.model_uri, "gone")
+    mlflow.MlflowClient().set_registered_model_alias("gone", "knee", version.version)
+    assert load_pruned_model("models:/gone@knee") is not None
+    mlflow.MlflowClient().delete_model_version("gone", version.version)
+    mlflow.MlflowClient().delete_logged_model(info.model_id)
+    for uri in ("models:/gone@knee", f"models:/gone/{version.version}", info.model_uri):
+        with pytest.raises(TrackingError, match="it was deleted, or its name, version or alias is wrong") as raised:
+            load_pruned_model(uri)
+        assert "mlflow.pytorch.load_model" not in str(raised.value)
