@@ -285,7 +285,7 @@ def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
         try:
             path = mlflow.artifacts.download_artifacts(artifact_uri=_weights_uri(model_uri), dst_path=tmp)
         except (MlflowException, OSError) as exc:
-            if _model_is_missing(model_uri, exc):
+            if _model_is_missing(model_uri):
                 raise TrackingError(
                     f"no model {model_uri} in the tracking store {mlflow.get_tracking_uri()}: it was deleted, or its "
                     f"name, version or alias is wrong (the registry lists them: MlflowClient().search_model_versions)"
@@ -297,13 +297,11 @@ def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
         return load_safetensors(Path(path))
 
 
-def _model_is_missing(model_uri: str, exc: BaseException) -> bool:
+def _model_is_missing(model_uri: str) -> bool:
     """Whether a failed download means the model itself is gone (not just its safetensors file)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST" and "m-" in str(exc):
-        return True
     inside = model_uri[len("models:/") :].strip("/") if model_uri.startswith("models:/") else ""
     try:
         if inside.startswith("m-") and "/" not in inside and "@" not in inside:
