@@ -138,8 +138,11 @@ def save_checkpoint(
     }
     _check_plain(payload)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
     return path
 
 

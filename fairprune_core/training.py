@@ -214,23 +214,24 @@ def _save_last(
     epoch: int,
 ) -> None:
     tmp = last_path.with_suffix(".tmp")
-    torch.save(
-        {
-            "key": key,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "mode": mode.state_dict(),
-            "rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "best_score": p.best_score,
-            "best_epoch": p.best_epoch,
-            "best_metrics": p.best_metrics,
-            "history": p.history,
-        },
-        tmp,
-    )
-    tmp.replace(last_path)
+    state = {
+        "key": key,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "mode": mode.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "best_score": p.best_score,
+        "best_epoch": p.best_epoch,
+        "best_metrics": p.best_metrics,
+        "history": p.history,
+    }
+    try:
+        torch.save(state, tmp)
+        tmp.replace(last_path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
 
 
 def _train_epoch(

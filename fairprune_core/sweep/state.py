@@ -75,8 +75,11 @@ class SweepState:
         """Atomic write (a crash never leaves half a file)."""
         path = self.path(directory)
         tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, default=str))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(asdict(self), indent=1, default=str))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
 
     def sweep_config(self) -> SweepConfig:
         return SweepConfig.from_dict(self.config)
