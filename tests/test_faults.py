@@ -401,16 +401,21 @@ def test_a_tampered_training_state_is_one_line_and_never_unpickled(entries, tmp_
     import pickle
 
     monkeypatch.chdir(tmp_path)
-    argv = ["--smoke-test", "--epochs", "1", "--out", "run", "--cache-dir", str(cache_dir)]
+    argv = ["--smoke-test", "--epochs", "1", "--cache-dir", str(cache_dir)]
     assert _run(entries, "pretrain", argv, capsys)[0] == 0
-    with (tmp_path / "run" / "last.pt").open("wb") as f:
+    (run,) = (tmp_path / "fairprune_runs" / "pretrain").iterdir()  # the default folder: the tool's own
+    last = run / "last.pt"
+    with last.open("wb") as f:
         pickle.dump({"key": _Payload()}, f)
     rc, message = _run(entries, "pretrain", argv, capsys)
-    assert rc == 2 and "cannot resume from run/last.pt" in message and "--no-resume" in message, message
+    assert rc == 2 and f"cannot resume from {last.relative_to(tmp_path)}" in message and "--no-resume" in message
     assert not (tmp_path / "PWNED").exists()
-    (tmp_path / "run" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    last.write_bytes(b"PK\x03\x04 truncated")
     rc, message = _run(entries, "pretrain", argv, capsys)
-    assert rc == 2 and "cannot resume from run/last.pt" in message, message
+    assert rc == 2 and "cannot resume from" in message, message
+    # a tampered file in a folder given with --out is not the tool's: refused before any work
+    rc, message = _run(entries, "pretrain", [*argv, "--out", str(run.relative_to(tmp_path))], capsys)
+    assert rc == 2 and "last.pt exists and was not written by FairPrune" in message, message
 
 
 def test_a_decompression_bomb_is_named_or_skipped_and_counted(fitz_root, tmp_path):
