@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,37 @@ def gpu_cluster():
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()
+
+
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` storing under ``root``, once it answers as one."""
+    from fairprune_core.tracking import TrackingError, check_tracking_uri
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
+            *("--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", "1"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            check_tracking_uri(f"http://127.0.0.1:{port}", multi_node=False, timeout_s=2)
+            return proc
+        except TrackingError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session (SIGTERM to its process group), and wait for it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, start_mlflow_server, stop_server
 from .test_faults import _mount_tmpfs
 from .test_sweep_e2e import _free_port
 
@@ -126,48 +126,16 @@ def test_a_trial_whose_worker_is_killed_runs_again_and_the_sweep_completes(tmp_p
     assert len(retried) == 1 and retried[0].info.status == "KILLED", "the killed attempt's run is closed, marked"
 
 
-def _mlflow_server(root: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
-            *("--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", "1"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    from fairprune_core.tracking import TrackingError, check_tracking_uri
-
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            check_tracking_uri(f"http://127.0.0.1:{port}", multi_node=False, timeout_s=2)
-            return proc
-        except TrackingError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("mlflow server did not start")
-            time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
 def test_a_tracking_server_stopped_and_restarted_mid_sweep_loses_no_trial(tmp_path, cache_dir):
     root, port = tmp_path / "server", _free_port()
     uri = f"http://127.0.0.1:{port}"
-    servers = [_mlflow_server(root, port)]
+    servers = [start_mlflow_server(root, port)]
 
     def outage() -> None:
         time.sleep(1.0)  # the next trial is running
-        _stop(servers[0])
+        stop_server(servers[0])
         time.sleep(15)  # a few of the client's retries, and a trial attempt, fail in between
-        servers.append(_mlflow_server(root, port))
+        servers.append(start_mlflow_server(root, port))
 
     storage = tmp_path / "sweeps"
     try:
@@ -182,7 +150,7 @@ def test_a_tracking_server_stopped_and_restarted_mid_sweep_loses_no_trial(tmp_pa
         _check_store(uri, "outage", 4)
     finally:
         for proc in servers:
-            _stop(proc)
+            stop_server(proc)
 
 
 def test_a_torn_journal_is_repaired_on_resume_and_finished_trials_stay_complete(tmp_path, cache_dir):

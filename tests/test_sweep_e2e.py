@@ -28,7 +28,7 @@ from fairprune_core.datasets import load_dataset
 from fairprune_core.evaluation import predict
 from fairprune_core.model import to_model_input
 
-from .conftest import REPO
+from .conftest import REPO, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -41,45 +41,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("mlflow server did not start")
-        time.sleep(0.5)
-    yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    proc, port = None, _free_port()
+    try:
+        proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc is not None:
+            stop_server(proc)
 
 
 def _cmd(uri: str, storage: Path, cache: Path, *extra: str) -> list[str]:
