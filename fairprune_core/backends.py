@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .batches import BatchSource
-from .hessian import CurvatureConfig, CurvatureEngine, DiagSums, batch_seed
+from .hessian import CurvatureConfig, DiagSums, batch_seed, make_engine
 
 __all__ = ["CurvatureBackend", "LocalCurvature", "Progress", "Request"]
 
@@ -93,7 +93,7 @@ class LocalCurvature:
         self.log = log
         self.progress_every_s = progress_every_s
         self.device = torch.device(device) if device is not None else None
-        self._engine: CurvatureEngine | None = None
+        self._engine: Any = None  # CurvatureEngine (BackPACK) or FuncCurvatureEngine
         self.stats = {"batches": 0, "samples": 0, "seconds": 0.0}
 
     def engine_device(self, model: nn.Module) -> torch.device:
@@ -103,7 +103,7 @@ class LocalCurvature:
     def compute(self, model: nn.Module, requests: Sequence[Request], step: int) -> dict[str, DiagSums]:
         t0 = time.perf_counter()
         if self._engine is None:
-            self._engine = CurvatureEngine(model, self.config, device=self.engine_device(model))
+            self._engine = make_engine(model, self.config, device=self.engine_device(model))
         else:
             self._engine.load_state_dict(model.state_dict())
         out = {}

@@ -37,7 +37,7 @@ import hashlib
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ __all__ = [
     "UnsupportedLayerError",
     "batch_seed",
     "hessian_diagonal",
+    "make_engine",
 ]
 
 Estimator = Literal["exact", "ggn", "mc", "fisher"]
@@ -72,8 +73,21 @@ _SUPPORTED = (
     nn.AdaptiveAvgPool2d,
     nn.ZeroPad2d,
 )
-# Activations with curvature of their own: the GGN diagonal drops their second derivative.
-_SMOOTH = (nn.Sigmoid, nn.Tanh)
+# Layers with curvature of their own (smooth activations, normalisation over features, softmax
+# attention): the GGN diagonal drops their second derivative, so it is not the Hessian's there.
+_SMOOTH = (
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.ELU,
+    nn.Mish,
+    nn.LayerNorm,
+    nn.MultiheadAttention,
+)
 
 
 class UnsupportedLayerError(TypeError):
@@ -330,6 +344,23 @@ class CurvatureEngine:
         return total
 
 
+def make_engine(model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> Any:
+    """The curvature engine for ``model``: BackPACK's (:class:`CurvatureEngine`) for the ``nn.Sequential``
+    stacks it differentiates (the built-in VGG-11), per-sample gradients
+    (:class:`~fairprune_core.curvature_func.FuncCurvatureEngine`) for any other architecture. Both
+    compute the same quantities (tested against a brute-force GGN diagonal); ``exact`` is refused
+    where the GGN is not the Hessian (a smooth layer)."""
+    try:
+        check_supported(model)
+    except UnsupportedLayerError:
+        from .curvature_func import FuncCurvatureEngine
+
+        if config.estimator == "exact":
+            check_exact_hessian(model)
+        return FuncCurvatureEngine(model, config, device=device)
+    return CurvatureEngine(model, config, device=device)
+
+
 def hessian_diagonal(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -350,6 +381,6 @@ def hessian_diagonal(
     config = CurvatureConfig(estimator=estimator, mc_samples=mc_samples, max_sub_batch=max_sub_batch, seed=seed)
     if device is None:
         device = next(model.parameters()).device
-    engine = CurvatureEngine(model, config, device=device)
+    engine = make_engine(model, config, device=device)
     mean = engine.sums(batches).mean(dtype=None)
     return {n: mean[n].to(p.dtype) for n, p in model.named_parameters()}

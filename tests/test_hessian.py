@@ -170,27 +170,46 @@ def test_engine_reloads_weights_between_passes():
     assert_close(engine.sums([(x, y)]).mean(dtype=None), hessian_diagonal(other, [(x, y)]), rtol=1e-10)
 
 
-def test_unsupported_layers_are_named():
-    with pytest.raises(UnsupportedLayerError, match=r"layer '1' .*in-place.*inplace=False"):
-        hessian_diagonal(
-            nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)),
-            [(torch.randn(2, 4), torch.tensor([0, 1]))],
+def test_models_backpack_cannot_take_fall_back_to_per_sample_gradients_with_the_same_result():
+    """An in-place ReLU, a module that is not nn.Sequential, a GELU: BackPACK refuses them, the
+    per-sample-gradient engine computes them (tests/test_curvature_any.py checks it against
+    brute force on torchvision's architectures); here, against BackPACK on the same function."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    inplace = copy.deepcopy(plain)
+    inplace[1] = nn.ReLU(inplace=True)
+    batch = [(torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1]))]
+    for estimator in ("exact", "fisher"):
+        assert_close(
+            hessian_diagonal(inplace, batch, estimator=estimator),
+            hessian_diagonal(plain, batch, estimator=estimator),
+            rtol=1e-10,
         )
-    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(GELU\) is not supported"):
-        hessian_diagonal(
-            nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)), [(torch.randn(2, 4), torch.tensor([0, 1]))]
-        )
+    assert inplace[1].inplace, "the caller's model was changed"
 
     class Custom(nn.Module):
-        def __init__(self):
+        def __init__(self, inner: nn.Module) -> None:
             super().__init__()
-            self.fc = nn.Linear(4, 2)
+            self.inner = inner
 
         def forward(self, x):
-            return self.fc(x)
+            return self.inner(x)
 
-    with pytest.raises(UnsupportedLayerError, match=r"nn\.Sequential"):
-        hessian_diagonal(Custom(), [(torch.randn(2, 4), torch.tensor([0, 1]))])
+    assert_close(
+        hessian_diagonal(Custom(plain), batch),
+        {f"inner.{k}": v for k, v in hessian_diagonal(plain, batch).items()},
+        rtol=1e-10,
+    )
+    # a smooth activation: the GGN diagonal is computed, "exact" (the Hessian's) is refused
+    smooth = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))
+    assert set(hessian_diagonal(smooth, [(torch.randn(2, 4), torch.tensor([0, 1]))], estimator="ggn")) == {
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    }
+    with pytest.raises(UnsupportedLayerError, match=r"GELU.*estimator 'ggn'"):
+        hessian_diagonal(smooth, [(torch.randn(2, 4), torch.tensor([0, 1]))])
     # torchvision's AdaptiveAvgPool2d((7, 7)) at a 4x4 feature map: BackPACK's own error, named
     net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten(), nn.Linear(18, 2))
     with pytest.raises(UnsupportedLayerError, match="cannot compute 'exact' curvature"):
