@@ -247,10 +247,13 @@ class CurvatureEngine:
     :meth:`load_state_dict` between passes (what a pruning step or a remote worker does).
     """
 
-    def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu", converter: bool = False
+    ) -> None:
         from backpack import extend  # heavy import, only when curvature is used
 
-        check_supported(model)
+        if not converter:
+            check_supported(model)
         if config.estimator == "exact":
             check_exact_hessian(model)
         self.config = config
@@ -259,7 +262,9 @@ class CurvatureEngine:
         for p in replica.parameters():
             p.requires_grad_(True)
             p.grad = None
-        self.model = extend(replica)
+        # converter: BackPACK traces a module that is not an nn.Sequential stack (residual sums:
+        # torchvision's ResNets) into one it differentiates, keeping the parameters' names
+        self.model = extend(replica, use_converter=True) if converter else extend(replica)
         self.loss = extend(nn.CrossEntropyLoss(reduction="sum"))
         self.names = [n for n, _ in self.model.named_parameters()]
         out = getattr(model, "config", None)
@@ -353,12 +358,63 @@ def make_engine(model: nn.Module, config: CurvatureConfig, *, device: str | torc
     try:
         check_supported(model)
     except UnsupportedLayerError:
-        from .curvature_func import FuncCurvatureEngine
-
         if config.estimator == "exact":
             check_exact_hessian(model)
-        return FuncCurvatureEngine(model, config, device=device)
+        return _ConvertedOrPerSample(model, config, device=device)
     return CurvatureEngine(model, config, device=device)
+
+
+class _ConvertedOrPerSample:
+    """BackPACK through its converter where that works (ResNets: several times faster than
+    per-sample gradients, ``benchmarks/curvature_cost.py``), else per-sample gradients. The
+    converter fails on some architectures (DenseNet, MobileNetV3, EfficientNet: torch.fx errors)
+    when extending or at the first pass; the engine then falls back for good, before any result."""
+
+    def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
+        from .curvature_func import FuncCurvatureEngine
+
+        self._model, self.config, self.device = model, config, torch.device(device)
+        self._fallback = lambda: FuncCurvatureEngine(model, config, device=device)
+        self._tried = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.engine: Any = CurvatureEngine(model, config, device=device, converter=True)
+        except Exception:
+            self.engine, self._tried = self._fallback(), True
+        self.names = self.engine.names
+        self.num_classes = getattr(self.engine, "num_classes", None)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.engine.load_state_dict(state)
+
+    def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
+        return self.engine.sub_batch(sample_shape)
+
+    def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
+        if self._tried:
+            return self.engine.batch_sums(x, y, seed=seed)
+        state = {k: v.detach().clone() for k, v in self.engine.model.state_dict().items()}
+        try:
+            out = self.engine.batch_sums(x, y, seed=seed)
+            if set(out.sums) != {n for n, _ in self._model.named_parameters()}:
+                raise UnsupportedLayerError("the converted model lost parameters")
+        except Exception:
+            self.engine = self._fallback()
+            self.engine.load_state_dict(state)  # the weights loaded since (a pruning step's)
+            out = self.engine.batch_sums(x, y, seed=seed)
+        self._tried = True
+        return out
+
+    def sums(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
+    ) -> DiagSums:
+        total = DiagSums.zero()
+        seed_iter = iter(seeds) if seeds is not None else None
+        for i, (x, y) in enumerate(batches):
+            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
+            total = total + self.batch_sums(x, y, seed=s)
+        return total
 
 
 def hessian_diagonal(
