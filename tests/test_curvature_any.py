@@ -130,3 +130,29 @@ def test_mc_is_the_ggn_in_expectation_and_seeded(data):
     num = sum(float((mc[k] - ggn[k]).abs().sum()) for k in ggn)
     den = sum(float(ggn[k].abs().sum()) for k in ggn)
     assert num / den < 0.05, f"mc's mean is {num / den:.3f} (L1, relative) away from the GGN diagonal"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_fairprune_prunes_a_torchvision_classifier_through_the_library(name):
+    """Eq. (4)'s loop on a torchvision architecture: masks over its conv and linear weights (not
+    norms, not biases), the final ratio reached exactly, pruned weights zero, the input untouched."""
+    import numpy as np
+
+    from fairprune_core.masks import prunable_parameters
+    from fairprune_core.pruning import GroupSampler, fairprune
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(24, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, CLASSES, size=24)
+    model = _model(name).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = [GroupSampler(images[g::2], labels[g::2], batch_size=6, num_batches=1, seed=g) for g in (0, 1)]
+    estimator = "exact" if name in PIECEWISE_LINEAR else "ggn"
+    result = fairprune(model, groups[0], groups[1], beta=0.2, step_ratio=0.05, final_ratio=0.1, estimator=estimator)
+    assert set(result.masks) == set(prunable_parameters(model))
+    kept = sum(int(m.sum()) for m in result.masks.values())
+    total = sum(m.numel() for m in result.masks.values())
+    assert abs((1 - kept / total) - 0.1) <= 1 / total, "the final ratio is reached exactly"
+    params = dict(result.model.named_parameters())
+    assert all(float(params[n].detach()[~m].abs().sum()) == 0 for n, m in result.masks.items())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the input model was changed"
