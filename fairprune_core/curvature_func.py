@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hessian import CurvatureConfig, DiagSums, batch_seed, default_memory_budget
+from .curvature_base import CurvatureConfig, DiagSums, batch_seed, default_memory_budget
 
 __all__ = ["FuncCurvatureEngine"]
 

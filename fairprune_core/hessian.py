@@ -33,30 +33,37 @@ mini-batch size changes only speed and memory, never the result.
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import ESTIMATORS, PruneConfig
+from .config import ESTIMATORS
+from .curvature_base import (
+    CPU_MEMORY_BUDGET,
+    CurvatureConfig,
+    DiagSums,
+    Estimator,
+    batch_seed,
+    default_memory_budget,
+)
 
 __all__ = [
+    "CPU_MEMORY_BUDGET",
     "ESTIMATORS",
     "CurvatureConfig",
     "CurvatureEngine",
     "DiagSums",
+    "Estimator",
     "UnsupportedLayerError",
     "batch_seed",
     "hessian_diagonal",
     "make_engine",
 ]
 
-Estimator = Literal["exact", "ggn", "mc", "fisher"]
 
 # Leaf modules whose curvature BackPACK propagates (for the second-order estimators in eval mode).
 _SUPPORTED = (
@@ -92,73 +99,6 @@ _SMOOTH = (
 
 class UnsupportedLayerError(TypeError):
     """The model has a layer the curvature estimators cannot differentiate."""
-
-
-@dataclass(frozen=True)
-class CurvatureConfig:
-    """How curvature is estimated.
-
-    ``max_sub_batch`` bounds how many samples go through one BackPACK pass (memory); ``None``
-    sizes the passes to a memory budget (:func:`sub_batch_for_budget`): half the free memory of
-    a GPU, 1 GiB on a CPU.
-    """
-
-    estimator: Estimator = "exact"
-    mc_samples: int = 1  # sampled labels per input for "mc"
-    max_sub_batch: int | None = None
-    seed: int = 0  # base seed of the "mc" label sampling
-
-    def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if self.mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
-        if self.max_sub_batch is not None and self.max_sub_batch < 1:
-            raise ValueError(f"max_sub_batch must be >= 1 or None, got {self.max_sub_batch}")
-
-    @classmethod
-    def of(cls, prune: PruneConfig) -> CurvatureConfig:
-        """The curvature settings of one pruning run."""
-        return cls(
-            estimator=prune.estimator,  # type: ignore[arg-type]
-            mc_samples=prune.mc_samples,
-            max_sub_batch=prune.max_sub_batch,
-            seed=prune.seed,
-        )
-
-
-@dataclass
-class DiagSums:
-    """Per-parameter sums over samples of a per-sample curvature diagonal, and the count."""
-
-    sums: dict[str, torch.Tensor]  # float64, each of its parameter's shape
-    count: int
-
-    def __add__(self, other: DiagSums) -> DiagSums:
-        if self.count == 0:
-            return other
-        if other.count == 0:
-            return self
-        return DiagSums({k: v + other.sums[k] for k, v in self.sums.items()}, self.count + other.count)
-
-    def mean(self, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
-        """The diagonal of the Hessian of the MEAN loss over all counted samples.
-
-        Returned in ``dtype`` (float32 by default; None keeps the float64 sums' precision).
-        """
-        if self.count == 0:
-            raise ValueError("no samples were given: the curvature of an empty set is undefined")
-        return {k: (v / self.count).to(dtype or v.dtype) for k, v in self.sums.items()}
-
-    @staticmethod
-    def zero() -> DiagSums:
-        return DiagSums({}, 0)
-
-
-def batch_seed(base: int, *keys: int | str) -> int:
-    """A 63-bit seed for one mini-batch, independent of which worker computes it."""
-    digest = hashlib.blake2b(repr((base, *keys)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def check_supported(model: nn.Module) -> None:
@@ -204,15 +144,6 @@ def check_exact_hessian(model: nn.Module) -> None:
 # (classes x activation) float32 values through each layer ("mc": mc_samples rows, "fisher": one);
 # 8 bytes per activation element and row bounds both (autograd's saved tensors included).
 _BYTES_PER_ELEMENT = 8
-CPU_MEMORY_BUDGET = 1 << 30
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes one curvature pass may use: half the free memory of a GPU, 1 GiB on a CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free // 2)
-    return CPU_MEMORY_BUDGET
 
 
 def activation_elements(model: nn.Module, sample_shape: tuple[int, ...]) -> int:

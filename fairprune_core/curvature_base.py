@@ -1,0 +1,98 @@
+"""What every curvature engine shares: its settings, its sums, its seeds and its memory budget.
+
+Kept apart from the engines (:mod:`~fairprune_core.hessian`'s BackPACK engine,
+:mod:`~fairprune_core.curvature_func`'s per-sample gradients) so that either can use them;
+:mod:`~fairprune_core.hessian` re-exports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .config import ESTIMATORS, PruneConfig
+
+__all__ = ["CPU_MEMORY_BUDGET", "CurvatureConfig", "DiagSums", "Estimator", "batch_seed", "default_memory_budget"]
+
+Estimator = Literal["exact", "ggn", "mc", "fisher"]
+
+
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """How curvature is estimated.
+
+    ``max_sub_batch`` bounds how many samples go through one BackPACK pass (memory); ``None``
+    sizes the passes to a memory budget (:func:`sub_batch_for_budget`): half the free memory of
+    a GPU, 1 GiB on a CPU.
+    """
+
+    estimator: Estimator = "exact"
+    mc_samples: int = 1  # sampled labels per input for "mc"
+    max_sub_batch: int | None = None
+    seed: int = 0  # base seed of the "mc" label sampling
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.max_sub_batch is not None and self.max_sub_batch < 1:
+            raise ValueError(f"max_sub_batch must be >= 1 or None, got {self.max_sub_batch}")
+
+    @classmethod
+    def of(cls, prune: PruneConfig) -> CurvatureConfig:
+        """The curvature settings of one pruning run."""
+        return cls(
+            estimator=prune.estimator,  # type: ignore[arg-type]
+            mc_samples=prune.mc_samples,
+            max_sub_batch=prune.max_sub_batch,
+            seed=prune.seed,
+        )
+
+
+@dataclass
+class DiagSums:
+    """Per-parameter sums over samples of a per-sample curvature diagonal, and the count."""
+
+    sums: dict[str, torch.Tensor]  # float64, each of its parameter's shape
+    count: int
+
+    def __add__(self, other: DiagSums) -> DiagSums:
+        if self.count == 0:
+            return other
+        if other.count == 0:
+            return self
+        return DiagSums({k: v + other.sums[k] for k, v in self.sums.items()}, self.count + other.count)
+
+    def mean(self, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+        """The diagonal of the Hessian of the MEAN loss over all counted samples.
+
+        Returned in ``dtype`` (float32 by default; None keeps the float64 sums' precision).
+        """
+        if self.count == 0:
+            raise ValueError("no samples were given: the curvature of an empty set is undefined")
+        return {k: (v / self.count).to(dtype or v.dtype) for k, v in self.sums.items()}
+
+    @staticmethod
+    def zero() -> DiagSums:
+        return DiagSums({}, 0)
+
+
+def batch_seed(base: int, *keys: int | str) -> int:
+    """A 63-bit seed for one mini-batch, independent of which worker computes it."""
+    digest = hashlib.blake2b(repr((base, *keys)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+CPU_MEMORY_BUDGET = 1 << 30
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes one curvature pass may use: half the free memory of a GPU, 1 GiB on a CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 2)
+    return CPU_MEMORY_BUDGET
