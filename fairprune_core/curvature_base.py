@@ -8,6 +8,7 @@ Kept apart from the engines (:mod:`~fairprune_core.hessian`'s BackPACK engine,
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +16,15 @@ import torch
 
 from .config import ESTIMATORS, PruneConfig
 
-__all__ = ["CPU_MEMORY_BUDGET", "CurvatureConfig", "DiagSums", "Estimator", "batch_seed", "default_memory_budget"]
+__all__ = [
+    "CPU_MEMORY_BUDGET",
+    "ChunkedEngine",
+    "CurvatureConfig",
+    "DiagSums",
+    "Estimator",
+    "batch_seed",
+    "default_memory_budget",
+]
 
 Estimator = Literal["exact", "ggn", "mc", "fisher"]
 
@@ -96,3 +105,39 @@ def default_memory_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free // 2)
     return CPU_MEMORY_BUDGET
+
+
+class ChunkedEngine:
+    """What every engine does the same way around its own pass: a mini-batch split into sub-batches
+    of ``sub_batch(sample_shape)`` samples (each seeded from the batch's seed), and many mini-batches
+    summed. An engine supplies ``config``, ``sub_batch`` and ``_pass(x, y, seed) -> DiagSums``."""
+
+    config: CurvatureConfig
+
+    def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
+        raise NotImplementedError
+
+    def _pass(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DiagSums:
+        raise NotImplementedError
+
+    def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
+        """Curvature sums of one mini-batch (split into sub-batches as memory requires)."""
+        n = int(y.shape[0])
+        if n == 0:
+            return DiagSums.zero()
+        chunk = self.sub_batch(tuple(x.shape[1:]))
+        total = DiagSums.zero()
+        for i, start in enumerate(range(0, n, chunk)):
+            total = total + self._pass(x[start : start + chunk], y[start : start + chunk], batch_seed(seed, i))
+        return total
+
+    def sums(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
+    ) -> DiagSums:
+        """Curvature sums over mini-batches; ``seeds`` (one per batch) seed ``mc`` sampling."""
+        total = DiagSums.zero()
+        seed_iter = iter(seeds) if seeds is not None else None
+        for i, (x, y) in enumerate(batches):
+            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
+            total = total + self.batch_sums(x, y, seed=s)
+        return total

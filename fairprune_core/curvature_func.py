@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .curvature_base import CurvatureConfig, DiagSums, batch_seed, default_memory_budget
+from .curvature_base import ChunkedEngine, CurvatureConfig, DiagSums, default_memory_budget
 
 __all__ = ["FuncCurvatureEngine"]
 
 
-class FuncCurvatureEngine:
+class FuncCurvatureEngine(ChunkedEngine):
     """The :class:`~fairprune_core.hessian.CurvatureEngine` interface for any ``nn.Module``."""
 
     def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
@@ -73,26 +73,6 @@ class FuncCurvatureEngine:
             per_sample = 3 * 4 * sum(p.numel() for p in self.model.parameters())
             self._sub_batch[sample_shape] = max(1, int(default_memory_budget(self.device) // 2 // per_sample))
         return self._sub_batch[sample_shape]
-
-    def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
-        n = int(y.shape[0])
-        if n == 0:
-            return DiagSums.zero()
-        chunk = self.sub_batch(tuple(x.shape[1:]))
-        total = DiagSums.zero()
-        for i, start in enumerate(range(0, n, chunk)):
-            total = total + self._pass(x[start : start + chunk], y[start : start + chunk], batch_seed(seed, i))
-        return total
-
-    def sums(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
-    ) -> DiagSums:
-        total = DiagSums.zero()
-        seed_iter = iter(seeds) if seeds is not None else None
-        for i, (x, y) in enumerate(batches):
-            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
-            total = total + self.batch_sums(x, y, seed=s)
-        return total
 
     # -- one chunk ---------------------------------------------------------------------------------
     def _pass(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DiagSums:

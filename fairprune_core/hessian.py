@@ -44,6 +44,7 @@ from torch import nn
 from .config import ESTIMATORS
 from .curvature_base import (
     CPU_MEMORY_BUDGET,
+    ChunkedEngine,
     CurvatureConfig,
     DiagSums,
     Estimator,
@@ -170,7 +171,7 @@ def sub_batch_for_budget(elements: int, rows: int, budget: int) -> int:
     return max(1, int(budget // (_BYTES_PER_ELEMENT * elements * max(rows, 1))))
 
 
-class CurvatureEngine:
+class CurvatureEngine(ChunkedEngine):
     """A private BackPACK-extended replica of a model, for repeated curvature passes.
 
     The caller's model is never modified: the engine deep-copies it, puts the copy in eval mode
@@ -221,17 +222,6 @@ class CurvatureEngine:
             )
         return self._sub_batch[sample_shape]
 
-    def batch_sums(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> DiagSums:
-        """Curvature sums of one mini-batch (split into sub-batches as memory requires)."""
-        n = int(y.shape[0])
-        if n == 0:
-            return DiagSums.zero()
-        chunk = self.sub_batch(tuple(x.shape[1:]))
-        total = DiagSums.zero()
-        for i, start in enumerate(range(0, n, chunk)):
-            total = total + self._pass(x[start : start + chunk], y[start : start + chunk], batch_seed(seed, i))
-        return total
-
     def _pass(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DiagSums:
         from backpack import backpack
         from backpack.extensions import DiagGGNExact, DiagGGNMC, SumGradSquared
@@ -268,17 +258,6 @@ class CurvatureEngine:
             p.grad = None
         return DiagSums(sums, int(y.shape[0]))
 
-    def sums(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
-    ) -> DiagSums:
-        """Curvature sums over mini-batches; ``seeds`` (one per batch) seed ``mc`` sampling."""
-        total = DiagSums.zero()
-        seed_iter = iter(seeds) if seeds is not None else None
-        for i, (x, y) in enumerate(batches):
-            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
-            total = total + self.batch_sums(x, y, seed=s)
-        return total
-
 
 def make_engine(model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> Any:
     """The curvature engine for ``model``: BackPACK's (:class:`CurvatureEngine`) for the ``nn.Sequential``
@@ -295,7 +274,7 @@ def make_engine(model: nn.Module, config: CurvatureConfig, *, device: str | torc
     return CurvatureEngine(model, config, device=device)
 
 
-class _ConvertedOrPerSample:
+class _ConvertedOrPerSample(ChunkedEngine):
     """BackPACK through its converter where that works (ResNets: several times faster than
     per-sample gradients, ``benchmarks/curvature_cost.py``), else per-sample gradients. The
     converter fails on some architectures (DenseNet, MobileNetV3, EfficientNet: torch.fx errors)
@@ -336,16 +315,6 @@ class _ConvertedOrPerSample:
             out = self.engine.batch_sums(x, y, seed=seed)
         self._tried = True
         return out
-
-    def sums(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, seeds: Iterable[int] | None = None
-    ) -> DiagSums:
-        total = DiagSums.zero()
-        seed_iter = iter(seeds) if seeds is not None else None
-        for i, (x, y) in enumerate(batches):
-            s = next(seed_iter) if seed_iter is not None else batch_seed(self.config.seed, i)
-            total = total + self.batch_sums(x, y, seed=s)
-        return total
 
 
 def hessian_diagonal(

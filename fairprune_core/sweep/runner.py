@@ -58,8 +58,11 @@ class SweepOutcome:
     shortfall: str = ""  # why fewer trials completed than asked for ("" when all did)
 
 
-def _check_start(cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint, resume: bool) -> SweepState | None:
-    """The stored state when resuming; clear errors for a sweep that exists or does not."""
+def _check_start(
+    cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint, resume: bool
+) -> tuple[SweepState | None, dict[str, DiagSums] | None]:
+    """The stored state when resuming, and its step-0 curvature if saved (checked before Ray or any
+    run changes; read once); clear errors for a sweep that exists or does not."""
     exists = SweepState.exists(cfg.directory)
     if exists and not resume:
         raise FileExistsError(
@@ -67,13 +70,12 @@ def _check_start(cfg: SweepConfig, dataset: DermDataset, checkpoint: Checkpoint,
             f"or --name to start another"
         )
     if not resume:
-        return None
+        return None, None
     state = SweepState.load(cfg.directory)
     if state.manifest_fingerprint != dataset.manifest_fingerprint:
         raise ValueError(f"sweep {cfg.name!r} was run on another split of the data; resume it with the same data")
-    if (cfg.directory / "initial_curvature.pt").is_file():  # checked before Ray or any run changes
-        load_initial_curvature(cfg.directory / "initial_curvature.pt", checkpoint.model)
-    return state
+    path = cfg.directory / "initial_curvature.pt"
+    return state, (load_initial_curvature(path, checkpoint.model) if path.is_file() else None)
 
 
 def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -> tuple[SweepConfig, MlflowTracker]:
@@ -377,10 +379,10 @@ def run_sweep(
     """
     t_start = time.monotonic()
     checkpoint.check_dataset(dataset)
-    stored = _check_start(cfg, dataset, checkpoint, resume)
+    stored, initial = _check_start(cfg, dataset, checkpoint, resume)
     with sweep_lock(cfg.directory, log):
         try:
-            return _run_locked(cfg, dataset, checkpoint, stored, flags, log, t_start)
+            return _run_locked(cfg, dataset, checkpoint, stored, initial, flags, log, t_start)
         except Exception as exc:
             reason = store_failure(exc)
             if reason is None:
@@ -423,6 +425,7 @@ def _run_locked(
     dataset: DermDataset,
     checkpoint: Checkpoint,
     stored: SweepState | None,
+    initial: dict[str, DiagSums] | None,
     flags: dict[str, Any] | None,
     log: Callable[[str], None],
     t_start: float,
@@ -448,7 +451,7 @@ def _run_locked(
             tracker.log_params({"f1_floor_abs": floor})
             state.baselines = _run_baselines(cfg, experiment, state.sweep_id, log)
             state.save(cfg.directory)
-        initial = initial_curvature(cfg, experiment, log)
+        initial = initial or initial_curvature(cfg, experiment, log)
         study = _open_study(cfg, state, tracker, new=stored is None, log=log)
         already = study.finished_count()
         interrupted, shortfall = False, ""
