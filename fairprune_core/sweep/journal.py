@@ -90,7 +90,11 @@ def repair_journal(path: Path) -> JournalRepair | None:
         tail = b""
     if not tail and not fragments and not newline_only:
         return None
-    backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.torn-{stamp}")
+    n = 1
+    while backup.exists():  # an earlier copy of the same second is never overwritten
+        backup, n = path.with_name(f"{path.name}.torn-{stamp}-{n}"), n + 1
     shutil.copy2(path, backup)
     fixed = path.with_name(f".{path.name}.repair")
     fixed.write_bytes(b"".join(line + b"\n" for line in kept))
