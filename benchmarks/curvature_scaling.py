@@ -22,9 +22,9 @@ import numpy as np
 import ray
 import torch
 
-from fairprune_core.distributed import CurvaturePool
-from fairprune_core.hessian import CurvatureConfig
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.curvature.distributed import CurvaturePool
+from fairprune_core.curvature.hessian import CurvatureConfig
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import GroupSampler, LocalCurvature
 
 

@@ -58,8 +58,8 @@ def _halves(images: np.ndarray, labels: np.ndarray, seed: int) -> list[tuple[np.
 
 def _curvatures(model, images, labels, estimator: str, seed: int) -> dict[int, dict[str, torch.Tensor]]:
     """Mean Hessian diagonal after each of SAMPLES samples (nested: later ones extend earlier ones)."""
-    from fairprune_core.batches import GroupSampler
-    from fairprune_core.hessian import hessian_diagonal
+    from fairprune_core.curvature.batches import GroupSampler
+    from fairprune_core.curvature.hessian import hessian_diagonal
 
     sampler = GroupSampler(images, labels, batch_size=BATCH, num_batches=SAMPLES[-1] // BATCH, seed=seed)
     batches = list(sampler.batches(0))

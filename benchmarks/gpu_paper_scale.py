@@ -45,7 +45,7 @@ class _Budget(Exception):
 
 
 def _pretrain(dataset: Any, s: dict[str, Any], device: torch.device, out: Path, budget_s: float) -> dict[str, Any]:
-    from fairprune_core.model import ModelConfig
+    from fairprune_core.models import ModelConfig
     from fairprune_core.training import TrainConfig, pretrain
 
     model_config = ModelConfig(num_classes=dataset.num_classes, image_size=s["image_size"], width=s["width"])
@@ -77,8 +77,8 @@ def _pretrain(dataset: Any, s: dict[str, Any], device: torch.device, out: Path, 
 
 
 def _curvature(model: torch.nn.Module, dataset: Any, device: torch.device, repeats: int) -> dict[str, Any]:
-    from fairprune_core.hessian import CurvatureConfig, CurvatureEngine
-    from fairprune_core.model import to_model_input
+    from fairprune_core.curvature.hessian import CurvatureConfig, CurvatureEngine
+    from fairprune_core.models import to_model_input
 
     train = dataset.split("train")
     x = to_model_input(train.images[:64]).to(device)
@@ -107,7 +107,7 @@ def _curvature(model: torch.nn.Module, dataset: Any, device: torch.device, repea
 
 
 def _prune(method: str, problem: Any, device: torch.device, budget_s: float) -> dict[str, Any]:
-    from fairprune_core.backends import LocalCurvature
+    from fairprune_core.curvature.backends import LocalCurvature
     from fairprune_core.evaluation import evaluate
     from fairprune_core.pruning import fairprune, obd
 

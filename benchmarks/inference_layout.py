@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from timing import median_seconds
 
-from fairprune_core.model import ModelConfig, build_model, to_model_input
+from fairprune_core.models import ModelConfig, build_model, to_model_input
 
 SETTINGS = (  # (label, model config, images): the sweep's synthetic default and a paper-sized input
     ("synthetic default (width 0.125, 32 px)", ModelConfig(num_classes=4, image_size=32, width=0.125), 293),

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import apply_masks, prunable_parameters
 
 SETTINGS = (

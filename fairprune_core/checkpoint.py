@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .datasets import DermDataset
 from .masks import apply_masks
-from .model import VGG, ModelConfig, build_model, check_state_shapes, config_from_file
+from .models import ModelConfig, build_model, check_state_shapes, config_from_file
 
 __all__ = [
     "Checkpoint",
@@ -33,7 +34,7 @@ class CheckpointMismatch(ValueError):
 
 @dataclass
 class Checkpoint:
-    model: VGG
+    model: nn.Module
     model_config: ModelConfig
     class_names: list[str]
     group_names: list[str]
@@ -117,7 +118,7 @@ def check_overwritable(paths: list[Path], flag: str) -> None:
 
 def save_checkpoint(
     path: str | Path,
-    model: VGG,
+    model: nn.Module,
     *,
     dataset: DermDataset,
     extra: dict[str, Any] | None = None,
@@ -211,7 +212,7 @@ def load_checkpoint(path: str | Path, *, dataset: DermDataset | None = None, map
 
 def save_pruned(
     path: str | Path,
-    model: VGG,
+    model: nn.Module,
     masks: dict[str, torch.Tensor],
     *,
     dataset: DermDataset,

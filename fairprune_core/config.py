@@ -33,7 +33,7 @@ __all__ = [
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "fitzpatrick17k", "isic2019")
 SYNTHETIC_BIASES: tuple[str, ...] = ("default", "strong", "none")  # demo bias; positive control; negative control
-ESTIMATORS: tuple[str, ...] = ("exact", "ggn", "mc", "fisher")
+ESTIMATORS: tuple[str, ...] = ("exact", "ggn", "mc", "fisher", "hutchinson")
 SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "gp", "random", "grid")
 Sampler = Literal["nsga2", "tpe", "gp", "random", "grid"]
 # The paper's own protocol (``--sampler grid``): a grid search of beta x final ratio x step.
@@ -106,8 +106,9 @@ class PruneConfig:
     beta: float = 0.33
     step_ratio: float = 0.05
     final_ratio: float = 0.35
-    estimator: str = "exact"  # exact | ggn | mc | fisher
+    estimator: str = "exact"  # exact | ggn | mc | fisher | hutchinson
     mc_samples: int = 1
+    probes: int = 16  # Rademacher probes per curvature sub-batch for estimator "hutchinson"
     batch_size: int = 32  # curvature mini-batch size per group
     num_batches: int = 8  # curvature mini-batches per group per pruning step
     max_sub_batch: int | None = None
@@ -125,6 +126,8 @@ class PruneConfig:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples (--mc-samples) must be >= 1, got {self.mc_samples}")
+        if not 1 <= self.probes <= 10_000:
+            raise ValueError(f"probes (--probes) must be in [1, 10000], got {self.probes}")
         if not (math.isfinite(self.beta) and 0 <= self.beta <= MAX_BETA):
             raise ValueError(f"beta (--beta) must be a number in [0, {MAX_BETA:g}], got {self.beta}")
         if self.batch_size < 1 or self.num_batches < 1:

@@ -10,7 +10,7 @@ from torch import nn
 
 from .datasets import SplitArrays
 from .metrics import fairness_metrics
-from .model import to_model_input
+from .models import to_model_input
 
 __all__ = ["evaluate", "on_device", "predict", "resolve_device"]
 

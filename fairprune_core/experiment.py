@@ -22,12 +22,12 @@ from torch import nn
 
 from .checkpoint import Checkpoint
 from .config import PruneConfig
+from .curvature.hessian import CurvatureConfig
 from .datasets import DermDataset, SplitArrays
 from .evaluation import evaluate, predict, resolve_device
-from .hessian import CurvatureConfig
 from .methods.base import CurvatureData, Method, MethodContext, MethodOutput, TrainingSetup
 from .metrics import fairness_metrics, flatten_metrics
-from .model import ModelConfig, build_model
+from .models import ModelConfig, build_model
 from .pruning import CurvatureBackend, GroupSampler, LocalCurvature, detect_privileged
 from .stats import Sanity, best_constant_f1, compare, permutation_null, sanity
 from .throttle import Throttle
@@ -142,6 +142,7 @@ def build_problem(
     checkpoint.check_dataset(dataset)
     if privileged is None:
         privileged = resolve_privileged(checkpoint.model, dataset, config.privileged, log)
+    _note_curvature(checkpoint, config.estimator, log)
     return Problem(
         dataset_name=dataset.name,
         group_names=list(dataset.group_names),
@@ -154,6 +155,19 @@ def build_problem(
         test=dataset.split("test"),
         curvature=CurvatureConfig.of(config),
     )
+
+
+def _note_curvature(checkpoint: Checkpoint, estimator: str, log: Callable[[str], None]) -> None:
+    """Say where the GGN the estimator computes is not the Hessian of Eq. (1) (smooth layers)."""
+    from .curvature.hessian import smooth_layers
+
+    smooth = smooth_layers(checkpoint.model)
+    if smooth and estimator in ("exact", "ggn", "mc"):
+        log(
+            f"note: {checkpoint.model_config.arch} has {', '.join(smooth)} layers, whose own curvature the "
+            f"Gauss-Newton matrix leaves out: --estimator {estimator} gives the GGN diagonal there, not the exact "
+            f"Hessian diagonal of Eq. (1); --estimator hutchinson estimates the Hessian's"
+        )
 
 
 def training_setup(dataset: DermDataset, checkpoint: Checkpoint) -> TrainingSetup | None:

@@ -1,6 +1,7 @@
 """Pruned models whose saved form grows with the weights KEPT, not with the dense model.
 
-:class:`PrunedVGG` behaves exactly like :class:`~fairprune_core.model.VGG` (same forward, same
+A pruned module (:func:`pruned_class` of its architecture: ``PrunedVGG``, ``PrunedResNet``, ...)
+is an instance of the architecture's own class and behaves exactly like it (same forward, same
 weights, pruned ones exactly zero) but pickles itself as the model config, one bit per prunable
 weight (the mask, ``np.packbits``) and the float32 values of the kept weights, plus the dense
 unpruned tensors (biases). That is what ``torch.save`` and ``mlflow.pytorch.log_model(...,
@@ -25,22 +26,42 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .model import VGG, ModelFileError, check_state_shapes, config_from_file
+from .models import VGG, ModelFileError, build_model, check_state_shapes, config_from_file
 
-__all__ = ["SAFETENSORS_FILE", "PrunedVGG", "load_safetensors", "pack_pruned", "save_safetensors", "to_pruned_module"]
+__all__ = [
+    "SAFETENSORS_FILE",
+    "PrunedVGG",
+    "load_safetensors",
+    "pack_pruned",
+    "pruned_class",
+    "save_safetensors",
+    "to_pruned_module",
+]
 
 SAFETENSORS_FILE = "pruned_model.safetensors"
-_FORMAT = "fairprune-pruned-vgg/1"
+_FORMAT = "fairprune-pruned/2"
+_FORMATS = (_FORMAT, "fairprune-pruned-vgg/1")  # read: this one, and the VGG-only one before it
 
 
-class PrunedVGG(VGG):
-    """A VGG-11 with pruning masks; pickles sparsely (see module docstring)."""
+def _reduce(self: nn.Module) -> tuple[Any, tuple[Any, ...]]:
+    return _unpack_pruned, (self.config.to_dict(), pack_pruned(self, self.masks), self.training)
 
-    masks: dict[str, torch.Tensor]
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _unpack_pruned, (self.config.to_dict(), pack_pruned(self, self.masks), self.training)
+_PRUNED: dict[type, type] = {}
+
+
+def pruned_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """The architecture class ``cls`` with pruning masks (``.masks``), pickling sparsely (see the module
+    docstring): a subclass, so a pruned ResNet is a ``torchvision.models.ResNet``. Pickle never stores the
+    class itself (``__reduce__`` rebuilds from the config), so the subclass made here needs no import path."""
+    if cls not in _PRUNED:
+        _PRUNED[cls] = type(f"Pruned{cls.__name__}", (cls,), {"__reduce__": _reduce, "__module__": __name__})
+    return _PRUNED[cls]
+
+
+PrunedVGG = pruned_class(VGG)
 
 
 def pack_pruned(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
@@ -63,11 +84,12 @@ def pack_pruned(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> di
 
 def _unpack_pruned(
     config: dict, packed: dict[str, dict[str, Any]], training: bool = False, where: str = "a pruned model"
-) -> PrunedVGG:
+) -> nn.Module:
     model_config = config_from_file(config, where)
     shapes = {k: tuple(e["shape"]) if "shape" in e else tuple(e["dense"].shape) for k, e in packed.items()}
     check_state_shapes(model_config, shapes, where)
-    model = PrunedVGG(model_config)
+    model = build_model(model_config)
+    model.__class__ = pruned_class(type(model))
     state, masks = {}, {}
     for name, entry in packed.items():
         if "dense" in entry:
@@ -89,8 +111,8 @@ def _unpack_pruned(
     return model.train(training)
 
 
-def to_pruned_module(model: VGG, masks: Mapping[str, torch.Tensor]) -> PrunedVGG:
-    """A :class:`PrunedVGG` copy of ``model`` carrying ``masks`` (pruned weights must be zero)."""
+def to_pruned_module(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A pruned (:func:`pruned_class`) copy of ``model`` carrying ``masks`` (pruned weights must be zero)."""
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         if (params[name].detach()[~mask.bool()] != 0).any():
@@ -98,7 +120,7 @@ def to_pruned_module(model: VGG, masks: Mapping[str, torch.Tensor]) -> PrunedVGG
     return _unpack_pruned(model.config.to_dict(), pack_pruned(model, masks), model.training)
 
 
-def save_safetensors(model: VGG, masks: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+def save_safetensors(model: nn.Module, masks: Mapping[str, torch.Tensor], path: str | Path) -> Path:
     """Write ``model`` with ``masks`` as safetensors: ``<name>.bits``/``<name>.values`` for masked
     tensors, ``<name>.dense`` otherwise; the model config and shapes in the JSON header."""
     from safetensors.torch import save_file
@@ -116,13 +138,13 @@ def save_safetensors(model: VGG, masks: Mapping[str, torch.Tensor], path: str | 
     return Path(path)
 
 
-def load_safetensors(path: str | Path) -> PrunedVGG:
-    """The :class:`PrunedVGG` :func:`save_safetensors` wrote (nothing unpickled, no code run)."""
+def load_safetensors(path: str | Path) -> nn.Module:
+    """The pruned model :func:`save_safetensors` wrote (nothing unpickled, no code run)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        if meta.get("format") != _FORMAT:
+        if meta.get("format") not in _FORMATS:
             raise ValueError(
                 f"{path}: not a FairPrune pruned model (format {meta.get('format')!r}, expected {_FORMAT!r})"
             )

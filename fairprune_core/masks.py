@@ -11,14 +11,21 @@ __all__ = ["apply_masks", "prunable_parameters", "pruned_fraction"]
 
 
 def prunable_parameters(model: nn.Module, *, include_biases: bool = False) -> list[str]:
-    """Names of the weights pruning may remove: conv and linear weights (and biases if asked)."""
+    """Names of the weights pruning may remove: convolution and linear weights (and biases if
+    asked), on any architecture; attention's input projections count as linear weights. Never
+    normalisation layers, embeddings or a ViT's class token."""
     names = []
     for mname, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            prefix = f"{mname}." if mname else ""
+        prefix = f"{mname}." if mname else ""
+        if isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
             names.append(prefix + "weight")
             if include_biases and module.bias is not None:
                 names.append(prefix + "bias")
+        elif isinstance(module, nn.MultiheadAttention):
+            projections = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+            names += [prefix + n for n in projections if getattr(module, n, None) is not None]
+            if include_biases and module.in_proj_bias is not None:
+                names.append(prefix + "in_proj_bias")
     if not names:
         raise ValueError("the model has no conv or linear weights to prune")
     return names

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import CurvatureBackend, LocalCurvature, Request
-from .batches import GroupSampler, as_batch_source
 from .config import check_ratio_pair
+from .curvature.backends import CurvatureBackend, LocalCurvature, Request
+from .curvature.batches import GroupSampler, as_batch_source
+from .curvature.hessian import CurvatureConfig, DiagSums, Estimator
 from .datasets import SplitArrays
 from .evaluation import evaluate
-from .hessian import CurvatureConfig, DiagSums, Estimator
 from .masks import apply_masks, prunable_parameters, pruned_fraction
 from .metrics import flatten_metrics
 
@@ -384,7 +384,7 @@ def fairprune(
     ``unprivileged`` and ``privileged`` yield each group's curvature mini-batches
     ``(inputs, labels)``: a :class:`GroupSampler` (fresh seeded samples every step), a function
     ``step -> mini-batches``, or a list reused at every step. ``curvature`` picks the backend
-    (default: this process; :class:`fairprune_core.distributed.CurvaturePool` for Ray workers),
+    (default: this process; :class:`fairprune_core.curvature.distributed.CurvaturePool` for Ray workers),
     otherwise ``estimator``/``mc_samples``/``seed`` configure a local one. Returns the pruned
     copy (or ``model`` itself with ``inplace``), its masks and a per-step history.
     """

@@ -20,7 +20,7 @@ from .datasets import DermDataset, SplitArrays
 from .datasets.device_batches import DeviceBatches
 from .datasets.transforms import AugmentedImages, collate_to_input, train_augmentation
 from .evaluation import evaluate, resolve_device
-from .model import ModelConfig, ModelFileError, build_model
+from .models import ModelConfig, ModelFileError, build_model, initial_state
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingMode", "VanillaMode", "pretrain", "pretrain_key"]
 
@@ -40,6 +40,7 @@ class TrainConfig:
     select_metric: Literal["avg_f1", "accuracy"] = "avg_f1"  # best-checkpoint criterion (val)
     num_workers: int = 0  # DataLoader workers for augmentation
     device: str = "auto"
+    init_weights: str | None = None  # start from this weights file (fine-tuning); None: random initialisation
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -53,6 +54,8 @@ class TrainConfig:
         if self.select_metric not in ("avg_f1", "accuracy"):
             raise ValueError(f"select_metric must be 'avg_f1' or 'accuracy', got {self.select_metric!r}")
         object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+        if self.init_weights is not None and not Path(self.init_weights).is_file():
+            raise ValueError(f"--weights {self.init_weights}: no such file")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +75,7 @@ class TrainingMode(Protocol):
 
     The loop (data, augmentation, schedule, checkpoints, resume, best-epoch selection) is the
     same for every mode; a mode supplies the network to train, the step, and the model that is
-    evaluated and saved (a plain VGG-11 with one output per class).
+    evaluated and saved (the plain architecture with one output per class).
     """
 
     name: str
@@ -128,7 +131,9 @@ def pretrain_key(
     """A short hash of everything that determines a pre-trained model (for reuse by config).
 
     A vanilla model's key is what it always was; another mode adds its name and parameters."""
-    cfg = {k: v for k, v in train_config.to_dict().items() if k not in ("num_workers", "device")}
+    cfg = {k: v for k, v in train_config.to_dict().items() if k not in ("num_workers", "device", "init_weights")}
+    if train_config.init_weights is not None:  # the file's content, not its name (absent: the key as before)
+        cfg["init_weights_sha256"] = hashlib.sha256(Path(train_config.init_weights).read_bytes()).hexdigest()
     spec = {
         "dataset": dataset.name,
         "manifest": dataset.manifest_fingerprint,
@@ -174,7 +179,7 @@ def _restore(
     last_path: Path, key: str, model: nn.Module, optimizer: Any, scheduler: Any, mode: TrainingMode, device: Any
 ) -> _Progress:
     """Continue from ``last.pt`` (tensors and plain values only: nothing is unpickled). A file that
-    cannot be resumed from is a :class:`~fairprune_core.model.ModelFileError` naming it, before the
+    cannot be resumed from is a :class:`~fairprune_core.models.ModelFileError` naming it, before the
     model, optimizer or RNG are touched."""
     fix = "it is damaged or was edited: delete it (training starts over) or pass --no-resume"
     try:
@@ -248,7 +253,11 @@ def _train_epoch(
     total, seen = 0.0, 0
     last_report = time.monotonic()
     cuda = torch.device(device).type == "cuda"
+    # batch norm in training mode cannot normalise one sample: a last batch of one is skipped
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for b, (x, y, g) in enumerate(loader):
+        if batch_norm and len(y) < 2:
+            continue
         x, y, g = (t.to(device, non_blocking=True) for t in (x, y, g))
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -261,6 +270,13 @@ def _train_epoch(
             last_report = time.monotonic()
             log(f"  epoch {epoch + 1}: batch {b + 1}/{len(loader)}, loss {total / seen:.4f}")
     return total / max(seen, 1)
+
+
+def _initialise(model: nn.Module, path: str, log: Callable[[str], None]) -> None:
+    """Start from the weights in ``path`` (a head for other classes stays freshly initialised)."""
+    state = initial_state(path, model.config, note=log)
+    model.load_state_dict({**model.state_dict(), **state})
+    log(f"initialised {model.config.describe()} from {path} ({len(state)} tensors)")
 
 
 def _loader(train: SplitArrays, config: TrainConfig, device: torch.device) -> Any:
@@ -288,7 +304,8 @@ def pretrain(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     mode: TrainingMode | None = None,
 ) -> TrainResult:
-    """Train VGG-11 on ``dataset``'s train split, selecting the best epoch on validation.
+    """Train the model ``model_config`` describes (any architecture) on ``dataset``'s train split,
+    selecting the best epoch on validation.
 
     ``mode`` is the objective of each step (default: vanilla cross-entropy; the training-time
     debiasing baselines in :mod:`fairprune_core.methods` are modes of this same loop).
@@ -308,6 +325,8 @@ def pretrain(
 
     torch.manual_seed(config.seed)
     model = mode.build(model_config, seed=config.seed, device=device, lr=config.lr)
+    if config.init_weights is not None:
+        _initialise(model, config.init_weights, log)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

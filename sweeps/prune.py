@@ -1,14 +1,16 @@
-"""Prune a pre-trained VGG-11 with FairPrune and the OBD baseline; print the paper's tables.
+"""Prune a pre-trained model (the built-in VGG-11 or any torchvision classifier) with FairPrune and
+the OBD baseline; print the paper's tables.
 
     python sweeps/prune.py                          # synthetic demo (pre-trains or reuses a model)
     python sweeps/prune.py --dataset isic2019 --data-root ../shared/data/isic2019 \
         --width 0.125 --image-size 32 --epochs 30 --lr 1e-3 --batch-size 64 --augment flips \
         --curvature-batches 20 --beta 0.2 --step-ratio 0.1 --final-ratio 0.5     # a small CPU scale
     python sweeps/prune.py --checkpoint run/best.pt --dataset isic2019 --data-root ...
+    python sweeps/prune.py --model resnet18 --weights my_resnet18.pt --dataset isic2019 --data-root ...
     python sweeps/prune.py --workers 4 --address auto    # curvature on the Ray cluster's workers
 
-Without --checkpoint the pre-training flags describe the model, which is trained once and then
-reused. Prints per-group precision/recall/F1, Avg, Diff, Eopp0/Eopp1/Eodd for Vanilla, OBD and
+Without --checkpoint or --weights the pre-training flags describe the model, which is trained once
+and then reused. Prints per-group precision/recall/F1, Avg, Diff, Eopp0/Eopp1/Eodd for Vanilla, OBD and
 FairPrune on validation and test, with 95% BCa bootstrap intervals and a paired-bootstrap verdict
 on whether each change is larger than sampling noise.
 """
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fairprune_core.cli import (
         check_args_before_work,
+        check_trainable,
         checkpoint_from_args,
         curvature_backend_from_args,
         dataset_from_args,
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from fairprune_core.comparison import run_comparison
 
     loaded = check_args_before_work(args)  # before any data or model
+    check_trainable(args, methods)
     if args.out is not None:  # the checkpoints a comparison saves: never over a file of the user's
         from fairprune_core.checkpoint import check_overwritable
 

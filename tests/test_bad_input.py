@@ -67,7 +67,7 @@ EDITED_CHECKPOINTS = ("unknown_key.pt", "wrong_shape.pt", "huge_width.pt", "no_s
 
 def _edited_checkpoints(tmp: Path) -> None:
     """A well-formed checkpoint of a tiny model, then edited as a user (or an attacker) might."""
-    from fairprune_core.model import ModelConfig, build_model
+    from fairprune_core.models import ModelConfig, build_model
 
     config = ModelConfig(num_classes=4, image_size=32, width=1 / 16)
     good = {
@@ -237,7 +237,7 @@ def _one_class_checkpoint(entry, argv: list[str], path: Path) -> Path:
     """A checkpoint of the dataset ``argv`` loads, whose model predicts class 1 for every image."""
     from fairprune_core.checkpoint import save_checkpoint
     from fairprune_core.cli import dataset_from_args
-    from fairprune_core.model import ModelConfig, build_model
+    from fairprune_core.models import ModelConfig, build_model
 
     dataset = dataset_from_args(entry._parser().parse_args(argv))
     size = dataset.split("val").images.shape[1]

@@ -14,7 +14,7 @@ from sklearn.metrics import balanced_accuracy_score
 from fairprune_core.methods.advconf import AdvConfMode, confusion_loss, penultimate
 from fairprune_core.methods.advrev import AdvRevMode, adversary_input, projected_update
 from fairprune_core.methods.domainindep import DomainIndepMode, fold_heads, group_logits, sum_rule
-from fairprune_core.model import ModelConfig, build_model, to_model_input
+from fairprune_core.models import ModelConfig, build_model, to_model_input
 from fairprune_core.training import TrainConfig, VanillaMode, pretrain, pretrain_key
 
 

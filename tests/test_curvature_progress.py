@@ -7,10 +7,10 @@ import re
 import numpy as np
 import torch
 
-from fairprune_core.backends import LocalCurvature, Progress
-from fairprune_core.batches import GroupSampler
-from fairprune_core.hessian import CurvatureConfig
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.curvature.backends import LocalCurvature, Progress
+from fairprune_core.curvature.batches import GroupSampler
+from fairprune_core.curvature.hessian import CurvatureConfig
+from fairprune_core.models import ModelConfig, build_model
 
 
 def _sampler(seed: int, batches: int) -> GroupSampler:

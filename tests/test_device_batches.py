@@ -8,7 +8,7 @@ import torch
 
 from fairprune_core.datasets import SplitArrays
 from fairprune_core.datasets.device_batches import DeviceBatches
-from fairprune_core.model import to_model_input
+from fairprune_core.models import to_model_input
 
 
 def _split(n: int = 70, same: bool = False) -> SplitArrays:

@@ -12,9 +12,9 @@ import pytest
 import ray
 import torch
 
-from fairprune_core.distributed import CurvaturePool, PoolResourcesError, worker_bundles
-from fairprune_core.hessian import CurvatureConfig
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.curvature.distributed import CurvaturePool, PoolResourcesError, worker_bundles
+from fairprune_core.curvature.hessian import CurvatureConfig
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import GroupSampler, LocalCurvature, fairprune
 
 

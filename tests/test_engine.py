@@ -14,7 +14,7 @@ from fairprune_core.experiment import Experiment, build_problem
 from fairprune_core.masks import prunable_parameters
 from fairprune_core.methods import METHOD_NAMES, make_method, method_class
 from fairprune_core.methods.base import Method
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import LocalCurvature
 from fairprune_core.sweep.front import is_feasible
 from fairprune_core.sweep.trial import TrialContext, TrialSettings, run_trial

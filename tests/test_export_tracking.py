@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.entities import LoggedModelStatus
 
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import apply_masks, prunable_parameters
 from fairprune_core.tracking import (
     TrackingError,

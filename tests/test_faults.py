@@ -324,7 +324,7 @@ def test_a_web_server_that_is_not_mlflow_is_one_line_before_anything_starts(entr
 
 # -- 6. every file the tool reads is checked, and never unpickled ----------------------------------
 def _tiny_model():
-    from fairprune_core.model import ModelConfig, build_model
+    from fairprune_core.models import ModelConfig, build_model
 
     return build_model(ModelConfig(num_classes=3, image_size=32, width=1 / 16), seed=0)
 
@@ -335,7 +335,7 @@ def test_a_pruned_model_file_whose_tensors_do_not_fit_is_one_error_naming_it(tmp
     from safetensors.torch import save_file
 
     from fairprune_core.export import load_safetensors, save_safetensors
-    from fairprune_core.model import ModelFileError
+    from fairprune_core.models import ModelFileError
 
     model = _tiny_model()
     masks = {n: torch.rand_like(p) > 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
@@ -500,7 +500,7 @@ def test_a_private_local_ray_listens_on_loopback_only():
 
     import ray
 
-    from fairprune_core.distributed import ensure_ray
+    from fairprune_core.curvature.distributed import ensure_ray
 
     if not shutil.which("ss"):
         pytest.skip("needs ss (iproute2) to list listening sockets")

@@ -16,7 +16,7 @@ from backpack.extensions import DiagGGNExact
 from fairprune_core.checkpoint import CheckpointMismatch, load_checkpoint
 from fairprune_core.datasets import load_dataset
 from fairprune_core.evaluation import predict
-from fairprune_core.model import ModelConfig, build_model, to_model_input
+from fairprune_core.models import ModelConfig, build_model, to_model_input
 from fairprune_core.training import TrainConfig, pretrain
 
 from .conftest import REPO

@@ -7,9 +7,9 @@ from pathlib import Path
 import ray
 import torch
 
-from fairprune_core.distributed import CurvaturePool
-from fairprune_core.hessian import CurvatureConfig
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.curvature.distributed import CurvaturePool
+from fairprune_core.curvature.hessian import CurvatureConfig
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import GroupSampler, LocalCurvature
 
 
@@ -39,7 +39,7 @@ def test_a_cluster_already_running_here_is_not_joined_unless_named(monkeypatch):
 
     from ray.cluster_utils import Cluster
 
-    from fairprune_core.distributed import ensure_ray
+    from fairprune_core.curvature.distributed import ensure_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     if ray.is_initialized():

@@ -11,7 +11,7 @@ from .conftest import REPO
 def test_library_import_does_not_pull_in_ray_mlflow_or_optuna():
     code = (
         "import sys, fairprune_core, fairprune_core.datasets, fairprune_core.pruning, fairprune_core.metrics, "
-        "fairprune_core.hessian, fairprune_core.experiment, fairprune_core.methods, fairprune_core.sweep, "
+        "fairprune_core.curvature.hessian, fairprune_core.experiment, fairprune_core.methods, fairprune_core.sweep, "
         "fairprune_core.tracking, fairprune_core.cli; "
         "print(sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules))"
     )

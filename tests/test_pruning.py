@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fairprune_core.checkpoint import load_checkpoint, save_pruned
-from fairprune_core.model import ModelConfig, build_model
+from fairprune_core.models import ModelConfig, build_model
 from fairprune_core.pruning import (
     GroupSampler,
     PruneSchedule,

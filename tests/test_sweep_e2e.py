@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from fairprune_core.datasets import load_dataset
 from fairprune_core.evaluation import predict
-from fairprune_core.model import to_model_input
+from fairprune_core.models import to_model_input
 
 from .conftest import REPO, start_mlflow_server, stop_server
 
@@ -483,7 +483,7 @@ def test_the_mlflow_ui_lists_the_front_when_filtered_by_its_tag(swept):
 def test_the_mlflow_ui_shows_a_safetensors_only_model_with_its_metrics(mlflow_server):
     """A model logged with --safetensors-only (no flavour) has a working model page in the real UI:
     its name, status, the run's metrics at its step and its final metrics."""
-    from fairprune_core.model import ModelConfig, build_model
+    from fairprune_core.models import ModelConfig, build_model
     from fairprune_core.tracking.mlflow_store import log_pruned_model
 
     mlflow.set_tracking_uri(mlflow_server)

@@ -49,7 +49,7 @@ def test_run_sweep_refuses_a_held_folder_before_starting_ray_or_mlflow(synthetic
 
     from fairprune_core.checkpoint import load_checkpoint
     from fairprune_core.config import SweepConfig
-    from fairprune_core.model import ModelConfig
+    from fairprune_core.models import ModelConfig
     from fairprune_core.sweep.runner import run_sweep
     from fairprune_core.training import TrainConfig, pretrain
 

@@ -14,7 +14,7 @@ import ray
 @pytest.fixture()
 def checkpoint(synthetic, tmp_path_factory):
     from fairprune_core.checkpoint import load_checkpoint
-    from fairprune_core.model import ModelConfig
+    from fairprune_core.models import ModelConfig
     from fairprune_core.training import TrainConfig, pretrain
 
     model = ModelConfig(num_classes=synthetic.num_classes, image_size=32, width=1 / 16)

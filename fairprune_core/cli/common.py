@@ -16,6 +16,7 @@ from typing import Any
 from ..config import DATASET_NAMES, ESTIMATORS, PRESETS, SYNTHETIC_BIASES, Preset, PruneConfig, SweepConfig
 
 __all__ = [
+    "TRAINED_METHODS",
     "add_chance_argument",
     "add_checkpoint_argument",
     "add_data_arguments",
@@ -23,6 +24,7 @@ __all__ = [
     "add_prune_arguments",
     "add_ray_arguments",
     "check_args_before_work",
+    "check_trainable",
     "checkpoint_before_work",
     "checkpoint_from_args",
     "curvature_backend_from_args",
@@ -101,7 +103,14 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="defaults for unset flags (default: demo on synthetic, paper otherwise)",
     )
-    g.add_argument("--width", type=float, default=None, help="VGG-11 channel multiplier (1.0 = full)")
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="architecture: fairprune_vgg11 (the paper's VGG-11, the default) or any torchvision classification "
+        "model by its torchvision name (resnet18, densenet121, efficientnet_b0, vit_b_16, ...); never downloaded",
+    )
+    g.add_argument("--width", type=float, default=None, help="built-in VGG-11 only: channel multiplier (1.0 = full)")
     g.add_argument("--epochs", type=int, default=None, help="training epochs")
     g.add_argument("--batch-size", type=int, default=None, help="training batch size")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
@@ -155,12 +164,23 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     return load_dataset(args.dataset, args.data_root, **options)
 
 
-def preset_configs(preset: Preset, dataset: Any, *, seed: int = 0, device: str = "auto") -> tuple[Any, Any]:
-    """Model and training configs from a preset (possibly overridden)."""
-    from ..model import ModelConfig
+def preset_configs(
+    preset: Preset,
+    dataset: Any,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    arch: str | None = None,
+    init_weights: Path | None = None,
+) -> tuple[Any, Any]:
+    """Model and training configs from a preset (possibly overridden); ``arch`` None is the built-in
+    VGG-11 (the preset's width applies to it alone); ``init_weights`` a file to start training from."""
+    from ..models import BUILTIN, ModelConfig, check_input_size
     from ..training import TrainConfig
 
-    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, width=preset.width)
+    shape = {"width": preset.width} if arch in (None, BUILTIN) else {"arch": arch}
+    model = ModelConfig(num_classes=dataset.num_classes, image_size=dataset.image_size, **shape)
+    check_input_size(model)
     train = TrainConfig(
         epochs=preset.epochs,
         batch_size=preset.batch_size,
@@ -169,14 +189,33 @@ def preset_configs(preset: Preset, dataset: Any, *, seed: int = 0, device: str =
         augment=preset.augment,
         seed=seed,
         device=device,
+        init_weights=None if init_weights is None else str(Path(init_weights).resolve()),
     )
     return model, train
 
 
-def model_and_train_config(args: argparse.Namespace, dataset: Any) -> tuple[str, Any, Any]:
+def model_and_train_config(
+    args: argparse.Namespace, dataset: Any, *, init_weights: Path | None = None
+) -> tuple[str, Any, Any]:
+    check_model_flags(args)
     name, preset = _preset(args)
-    model, train = preset_configs(preset, dataset, seed=args.seed, device=args.device)
+    model, train = preset_configs(
+        preset, dataset, seed=args.seed, device=args.device, arch=args.model, init_weights=init_weights
+    )
     return name, model, train
+
+
+def check_model_flags(args: argparse.Namespace) -> None:
+    """``--model`` names an architecture, and ``--width`` goes with the built-in VGG-11 only."""
+    model = getattr(args, "model", None)
+    if model is None:
+        return
+    from ..models import BUILTIN
+    from ..models.registry import check_arch
+
+    check_arch(model)
+    if model != BUILTIN and args.width is not None:
+        raise SystemExit(f"--width scales the built-in VGG-11 only; {model} is built as torchvision defines it")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +223,16 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         type=Path,
         default=None,
-        help="pre-trained checkpoint (default: pre-train with the flags above, or reuse one)",
+        help="pre-trained FairPrune checkpoint (default: pre-train with the flags above, or reuse one)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="your trained model's weights, of the --model architecture with one output per class of this data: "
+        "a state dict saved with torch.save(model.state_dict(), FILE) or a .safetensors file (read without "
+        "unpickling; imported once into fairprune_runs/imported/)",
     )
 
 
@@ -208,7 +256,12 @@ def checkpoint_from_args(args: argparse.Namespace, dataset: Any, loaded: Any = N
         loaded.check_dataset(dataset)
         return loaded
     path = args.checkpoint
-    if path is None:
+    if path is None and getattr(args, "weights", None) is not None:
+        from ..pretrained import import_weights
+
+        _, model_config, _ = model_and_train_config(args, dataset)
+        path = import_weights(dataset, model_config, args.weights)
+    elif path is None:
         _, model_config, train_config = model_and_train_config(args, dataset)
         path = ensure_pretrained(dataset, model_config, train_config)
     return load_checkpoint(path, dataset=dataset)
@@ -226,10 +279,17 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         "--estimator",
         choices=ESTIMATORS,
         default=None,
-        help="curvature estimator (default: exact; mc on Fitzpatrick17k's 114 classes; ggn: the exact "
-        "Gauss-Newton diagonal, for models with smooth activations)",
+        help="curvature estimator (default: exact, the exact Gauss-Newton diagonal: the Hessian's on ReLU networks "
+        "such as VGG, ResNet, DenseNet; mc on Fitzpatrick17k's 114 classes; hutchinson: the Hessian diagonal "
+        "itself, estimated, for smooth activations such as EfficientNet's or a ViT's; ggn: the same as exact)",
     )
     g.add_argument("--mc-samples", type=int, default=d.mc_samples, help="sampled labels per input for --estimator mc")
+    g.add_argument(
+        "--probes",
+        type=int,
+        default=d.probes,
+        help=f"Rademacher probes per curvature sub-batch for --estimator hutchinson (default {d.probes})",
+    )
     g.add_argument(
         "--curvature-batch-size",
         type=int,
@@ -289,9 +349,39 @@ def without_data(args: argparse.Namespace) -> tuple[argparse.Namespace, _NoData]
     return argparse.Namespace(**{**vars(args), "privileged": "auto"}), _NoData(args.dataset)
 
 
+# methods that train a model of their own, with the vanilla model's recipe
+TRAINED_METHODS = ("advconf", "advrev", "domainindep")
+
+
+def check_trainable(args: argparse.Namespace, methods: Any) -> None:
+    """The training-time baselines train like the vanilla model; imported ``--weights`` record no
+    recipe to train them with: refused before any work, with what to do instead."""
+    trained = [m for m in methods if m in TRAINED_METHODS]
+    if getattr(args, "weights", None) is None or not trained:
+        return
+    model = getattr(args, "model", None) or "fairprune_vgg11"
+    raise SystemExit(
+        f"{', '.join(trained)} train a model of their own with the vanilla model's recipe, which --weights does not "
+        f"record. Pre-train with the tool (sweeps/pretrain.py --model {model} ..., then --checkpoint its best.pt) "
+        f"to compare with them under one recipe, or leave them out"
+    )
+
+
 def checkpoint_before_work(args: argparse.Namespace) -> Any:
-    """The ``--checkpoint`` given, read and checked now (nothing unpickled); None when not given."""
+    """The ``--checkpoint`` given, read and checked now (nothing unpickled); None when not given.
+    ``--model`` and a ``--weights`` file are checked too (its fit to the data's classes is checked
+    once the data is read)."""
     checkpoint = getattr(args, "checkpoint", None)
+    weights = getattr(args, "weights", None)
+    if checkpoint is not None and weights is not None:
+        raise SystemExit("--checkpoint and --weights both name the model to prune; pass one")
+    if checkpoint is not None and getattr(args, "model", None) is not None:
+        raise SystemExit("--checkpoint records its architecture; --model goes with --weights or pre-training")
+    check_model_flags(args)
+    if weights is not None:
+        from ..models.weights import load_state
+
+        load_state(Path(weights))  # a readable state dict, nothing unpickled
     if checkpoint is None:
         return None
     from ..checkpoint import load_checkpoint
@@ -321,6 +411,7 @@ def prune_config_from_args(args: argparse.Namespace, dataset: Any) -> PruneConfi
         final_ratio=args.final_ratio,
         estimator=given_or(args.estimator, "estimator"),
         mc_samples=args.mc_samples,
+        probes=args.probes,
         batch_size=given_or(args.curvature_batch_size, "batch_size"),
         num_batches=given_or(args.curvature_batches, "num_batches"),
         max_sub_batch=args.max_sub_batch,
@@ -371,8 +462,8 @@ def curvature_backend_from_args(args: argparse.Namespace, model_config: Any, con
     """A :class:`CurvaturePool` when ``--workers`` > 0, else None (single-process)."""
     if not args.workers:
         return None
-    from ..distributed import CurvaturePool
-    from ..hessian import CurvatureConfig
+    from ..curvature.distributed import CurvaturePool
+    from ..curvature.hessian import CurvatureConfig
 
     return CurvaturePool(
         model_config,

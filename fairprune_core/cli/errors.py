@@ -25,6 +25,8 @@ _CHECKING = (
     "datasets/",
     "export.py",
     "methods/__init__.py",
+    "models/",
+    "pretrained.py",
     "sweep/runner.py",
     "sweep/state.py",
     "sweep/study.py",
@@ -35,9 +37,9 @@ _CHECKING = (
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..checkpoint import CheckpointMismatch
     from ..comparison import ChanceModelError
+    from ..curvature.distributed import PoolResourcesError
     from ..datasets import DatasetError
-    from ..distributed import PoolResourcesError
-    from ..model import ModelFileError
+    from ..models import ModelFileError
     from ..sweep.journal import JournalDamaged
     from ..sweep.lock import SweepLocked
     from ..tracking import TrackingError

@@ -9,7 +9,14 @@ from typing import Any
 
 from ..config import PREPARE, SAMPLERS, SearchSpace, SweepConfig, default_baselines, sweep_name
 from ..sweep.study import grid_size
-from .common import add_chance_argument, checkpoint_before_work, prune_config_from_args, without_data
+from .common import (
+    TRAINED_METHODS,
+    add_chance_argument,
+    check_trainable,
+    checkpoint_before_work,
+    prune_config_from_args,
+    without_data,
+)
 
 __all__ = [
     "add_sweep_arguments",
@@ -248,8 +255,12 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
 
 
 def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, values: dict[str, Any]) -> None:
-    """``--smoke-test``: these values for every flag the user left at its default."""
+    """``--smoke-test``: these values for every flag the user left at its default (``width`` only
+    for the built-in VGG-11)."""
+    builtin = getattr(args, "model", None) in (None, "fairprune_vgg11")
     for key, value in values.items():
+        if key == "width" and not builtin:
+            continue
         if getattr(args, key) in (None, parser.get_default(key)):
             setattr(args, key, value)
 
@@ -258,8 +269,18 @@ def check_sweep_args(args: argparse.Namespace) -> Any:
     """A new sweep's settings, all checked before any data, model, Ray, MLflow or folder exists;
     returns the ``--checkpoint`` read (None when not given), to be reused."""
     loaded = checkpoint_before_work(args)
+    if args.baselines:
+        check_trainable(args, args.baselines.split(","))
     sweep_config_from_args(*without_data(args), "check")
     return loaded
+
+
+def _default_baselines(args: argparse.Namespace, dataset_name: str) -> tuple[str, ...]:
+    """The dataset's baselines; with ``--weights``, those that train no model of their own."""
+    names = default_baselines(dataset_name)
+    if getattr(args, "weights", None) is None:
+        return names
+    return tuple(n for n in names if n not in TRAINED_METHODS)
 
 
 def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) -> SweepConfig:
@@ -281,7 +302,7 @@ def sweep_config_from_args(args: argparse.Namespace, dataset: Any, name: str) ->
         abort_infeasible=not args.no_abort_infeasible,
         obd_step=args.obd_step,
         obd_final=args.obd_final,
-        baselines=tuple(args.baselines.split(",")) if args.baselines else default_baselines(dataset.name),
+        baselines=tuple(args.baselines.split(",")) if args.baselines else _default_baselines(args, dataset.name),
         concurrency=args.concurrency,
         workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker,

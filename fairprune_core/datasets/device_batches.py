@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import normalise
+from ..models import normalise
 from ._base import SplitArrays
 
 __all__ = ["DeviceBatches", "device_augmentation"]

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..model import to_model_input
+from ..models import to_model_input
 from ._base import SplitArrays
 
 __all__ = ["AugmentedImages", "train_augmentation"]

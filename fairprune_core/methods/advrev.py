@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model import ModelConfig, build_model
+from ..models import ModelConfig, build_model
 from .base import Method, MethodContext, MethodOutput, train_with
 
 __all__ = ["AdvRev", "AdvRevMode", "adversary_input", "projected_update"]

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..curvature.hessian import DiagSums
 from ..datasets import SplitArrays
-from ..hessian import DiagSums
 from ..masks import pruned_fraction
 from ..pruning import CurvatureBackend, GroupSampler, PruneResult
 

@@ -11,7 +11,8 @@ own group only:
 At inference no group is needed. Of the original's rules we use the sum of the per-group class
 scores, ``yhat = argmax_k sum_d s(k, d | x)`` (its "sum of scores"; the alternative sums the
 per-group probabilities). That rule is linear in the last layer, so the trained network is
-folded into a plain VGG-11 with ``K`` outputs, ``W'_k = sum_d W_(d, k)``, ``b'_k = sum_d b_(d, k)``:
+folded into the plain architecture with ``K`` outputs (its linear head, found by
+:func:`~fairprune_core.models.find_head`), ``W'_k = sum_d W_(d, k)``, ``b'_k = sum_d b_(d, k)``:
 it predicts exactly as the rule does, and is pruned, evaluated and exported like any other.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model import ModelConfig, build_model
+from ..models import ModelConfig, build_model, find_head
 from .base import Method, MethodContext, MethodOutput, train_with
 
 __all__ = ["DomainIndep", "DomainIndepMode", "fold_heads", "group_logits", "sum_rule"]
@@ -42,14 +43,15 @@ def sum_rule(outputs: torch.Tensor, num_groups: int) -> torch.Tensor:
 
 
 def fold_heads(model: nn.Module, num_groups: int) -> nn.Module:
-    """A VGG with ``K`` outputs whose logits are :func:`sum_rule` of ``model``'s, exactly (linear)."""
-    last = model.classifier[-1]
+    """The architecture with ``K`` outputs whose logits are :func:`sum_rule` of ``model``'s, exactly (linear)."""
+    name, last = find_head(model, model.config.num_classes)
     k = last.out_features // num_groups
     folded = build_model(replace(model.config, num_classes=k))
-    state = {n: v for n, v in model.state_dict().items() if not n.startswith("classifier.6.")}
+    state = {n: v for n, v in model.state_dict().items() if not n.startswith(f"{name}.")}
     with torch.no_grad():
-        state["classifier.6.weight"] = last.weight.view(num_groups, k, -1).sum(dim=0).clone()
-        state["classifier.6.bias"] = last.bias.view(num_groups, k).sum(dim=0).clone()
+        state[f"{name}.weight"] = last.weight.view(num_groups, k, -1).sum(dim=0).clone()
+        if last.bias is not None:
+            state[f"{name}.bias"] = last.bias.view(num_groups, k).sum(dim=0).clone()
     folded.load_state_dict(state)
     return folded.to(last.weight.device).train(model.training)
 
@@ -66,9 +68,10 @@ class DomainIndepMode:
         return {}
 
     def build(self, model_config: ModelConfig, *, seed: int, device: torch.device, lr: float) -> nn.Module:
-        return build_model(replace(model_config, num_classes=model_config.num_classes * self.num_groups), seed=seed).to(
-            device
-        )
+        wide = replace(model_config, num_classes=model_config.num_classes * self.num_groups)
+        model = build_model(wide, seed=seed)
+        find_head(model, wide.num_classes, image_size=wide.image_size)  # a linear head to fold, or a clear error
+        return model.to(device)
 
     def step(self, model: nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)

@@ -25,9 +25,9 @@ import torch
 from ..checkpoint import Checkpoint
 from ..comparison import refuse_a_chance_model, warn_if_near_chance
 from ..config import SweepConfig
+from ..curvature.hessian import DiagSums
 from ..datasets import DermDataset
 from ..experiment import Experiment, Problem, build_problem, training_setup
-from ..hessian import DiagSums
 from ..methods import make_method, method_from_config
 from ..throttle import throttled
 from ..tracking import MlflowTracker, Tracker, TrackingError
@@ -80,7 +80,7 @@ def _check_start(
 
 def _connect(cfg: SweepConfig, dataset: DermDataset, state: SweepState | None) -> tuple[SweepConfig, MlflowTracker]:
     """Ray and the tracking store, checked; the config with its automatic GPU count resolved."""
-    from ..distributed import auto_gpus_per_worker, check_resources, cluster_node_count, ensure_ray
+    from ..curvature.distributed import auto_gpus_per_worker, check_resources, cluster_node_count, ensure_ray
 
     # a resumed sweep keeps logging where it started, wherever it is resumed from
     uri = state.tracking_uri if state is not None and not cfg.tracking_uri else cfg.tracking_uri

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import SearchSpace
+from ..curvature.hessian import DiagSums
 from ..experiment import Experiment, MethodRecord, Problem, Reference
-from ..hessian import DiagSums
 from ..methods.fairprune import FairPrune
 from ..pruning import CurvatureBackend
 from ..throttle import Throttle

@@ -213,8 +213,8 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     warm = sys.modules.get("fairprune_core.sweep.warm")  # imported ahead by Ray's idle worker, if it was
     import torch
 
-    from ..distributed import CurvaturePool
-    from ..model import ModelConfig
+    from ..curvature.distributed import CurvaturePool
+    from ..models import ModelConfig
     from ..tracking import MlflowTracker
 
     torch.set_num_threads(max(1, int(ctx.cpus_per_trial)))
@@ -278,7 +278,7 @@ def _without_tune_runtime_env() -> None:
 
 
 def _resources(cfg: SweepConfig) -> Any:
-    from ..distributed import worker_bundles
+    from ..curvature.distributed import worker_bundles
 
     own = {"CPU": cfg.cpus_per_trial, **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}
     if not cfg.workers_per_trial:

@@ -272,7 +272,7 @@ def _link_run(client: Any, run_id: str, model_id: str, step: int) -> None:
 def load_pruned_model(model_uri: str, tracking_uri: str | None = None) -> Any:
     """A logged model (``models:/m-...``, ``models:/fairprune-<dataset>@best-f1``, ...) from its
     safetensors file: nothing is unpickled, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
-    false. Returns the :class:`~fairprune_core.export.PrunedVGG` (``.masks``: its pruning masks)."""
+    false. Returns the pruned model, an instance of its architecture's class (``.masks``: its pruning masks)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 

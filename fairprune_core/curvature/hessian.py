@@ -1,28 +1,33 @@
 """Diagonal curvature of the mean cross-entropy, per parameter (the h_ii of Eq. 1 and 4).
 
-Public entry point: :func:`hessian_diagonal`. Three estimators behind one interface:
+Public entry point: :func:`hessian_diagonal`, for ANY ``nn.Module`` classifier in eval mode
+(:func:`make_engine` picks the implementation). The estimators:
 
 ``exact``
-    BackPACK ``DiagGGNExact``: the exact diagonal of the generalized Gauss-Newton matrix. For a
-    network of conv, linear, ReLU, max-pool, flatten and dropout layers in eval mode (VGG-11
-    without batch norm) the network is piecewise linear in its input before the softmax, so the
-    GGN diagonal IS the exact Hessian diagonal. Cost and memory grow linearly with the number
-    of classes (one backward pass per class); large mini-batches are split into sub-batches.
-    A model with a smooth activation (Sigmoid, Tanh) is refused: there the GGN diagonal is not
-    the Hessian diagonal.
+    The exact diagonal of the generalized Gauss-Newton matrix, ``diag(J^T (diag p - p p^T) J)``
+    averaged over the samples: BackPACK ``DiagGGNExact`` on the built-in VGG-11 and where its
+    converter works (ResNets), per-sample gradients (:mod:`.per_sample`) elsewhere. For a network
+    piecewise linear in its input before the softmax (conv, linear, ReLU, max-pool, batch norm
+    in eval mode: VGG-11, ResNets, DenseNets) the GGN diagonal IS the exact Hessian diagonal. With
+    smooth activations (SiLU, GELU, Hardswish: EfficientNet, MobileNetV3), LayerNorm or attention
+    (ViT) it is the GGN, which leaves out the network's own second derivatives
+    (:func:`smooth_layers` names them; ``hutchinson`` estimates the Hessian itself). Cost grows with
+    the number of classes (one backward pass per class); mini-batches are split into sub-batches.
 ``ggn``
-    The same computation under its own name, for any supported model: the exact GGN diagonal
-    (equal to ``exact`` on piecewise-linear networks, an approximation of the Hessian otherwise).
+    The same computation under its own name.
 ``mc``
-    BackPACK ``DiagGGNMC``: an unbiased Monte Carlo estimate of the same diagonal from
-    ``mc_samples`` sampled labels per input; cost independent of the number of classes (the
-    practical choice for the 114 classes of Fitzpatrick17k). Seeded per mini-batch.
+    BackPACK ``DiagGGNMC`` (or its per-sample equivalent): an unbiased Monte Carlo estimate of the
+    same diagonal from ``mc_samples`` sampled labels per input; cost independent of the number of
+    classes (the practical choice for the 114 classes of Fitzpatrick17k). Seeded per mini-batch.
 ``fisher``
     The per-sample empirical Fisher diagonal, the mean over samples of the squared per-sample
     gradient (BackPACK ``SumGradSquared``). NOT the square of a mini-batch's mean gradient,
     which shrinks with the batch size. Its scale differs from the Hessian's (it uses the
     observed labels instead of the model's predictive distribution), which changes the balance
     between h0 and h1 and so shifts the effective beta of FairPrune.
+``hutchinson``
+    Hutchinson's unbiased estimate of the Hessian diagonal itself (:mod:`.hutchinson`), from
+    ``probes`` Rademacher probes per sub-batch: the estimator for smooth networks.
 
 Every estimator produces SUMS over samples plus the sample count (:class:`DiagSums`), so
 results from many mini-batches or many workers combine exactly (in float64) into the mean.
@@ -37,17 +42,17 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .config import ESTIMATORS
-from .curvature_base import (
+from ..config import ESTIMATORS
+from .base import (
     CPU_MEMORY_BUDGET,
     ChunkedEngine,
     CurvatureConfig,
     DiagSums,
     Estimator,
+    activation_elements,
     batch_seed,
     default_memory_budget,
 )
@@ -63,6 +68,7 @@ __all__ = [
     "batch_seed",
     "hessian_diagonal",
     "make_engine",
+    "smooth_layers",
 ]
 
 
@@ -107,7 +113,7 @@ def check_supported(model: nn.Module) -> None:
     if not isinstance(model, nn.Sequential):
         raise UnsupportedLayerError(
             f"the model's top module is {type(model).__name__}; BackPACK only differentiates "
-            f"nn.Sequential containers. Build it with fairprune_core.model.build_model or wrap "
+            f"nn.Sequential containers. Build it with fairprune_core.models.build_model or wrap "
             f"its layers in nn.Sequential (use nn.Flatten instead of torch.flatten in forward)."
         )
     for name, module in model.named_modules():
@@ -130,39 +136,16 @@ def check_supported(model: nn.Module) -> None:
             )
 
 
-def check_exact_hessian(model: nn.Module) -> None:
-    """Raise unless the GGN diagonal of ``model`` is its exact Hessian diagonal (no smooth activation)."""
-    for name, module in model.named_modules():
-        if isinstance(module, _SMOOTH):
-            raise UnsupportedLayerError(
-                f"estimator 'exact' is the Hessian diagonal only for piecewise-linear networks, but layer "
-                f"{name!r} is {type(module).__name__}, whose curvature the GGN leaves out; use estimator 'ggn' "
-                f"(--estimator ggn: the exact Gauss-Newton diagonal) or 'mc' (its Monte Carlo estimate)"
-            )
+def smooth_layers(model: nn.Module) -> list[str]:
+    """Type names of the layers with curvature of their own (empty: the GGN diagonal of ``model``
+    is its exact Hessian diagonal)."""
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, _SMOOTH)})
 
 
 # One BackPACK pass keeps, per sample, the forward activations and backpropagates a matrix of
 # (classes x activation) float32 values through each layer ("mc": mc_samples rows, "fisher": one);
 # 8 bytes per activation element and row bounds both (autograd's saved tensors included).
 _BYTES_PER_ELEMENT = 8
-
-
-def activation_elements(model: nn.Module, sample_shape: tuple[int, ...]) -> int:
-    """Elements of every leaf module's output (and the input) for ONE sample of ``sample_shape``."""
-    total = [int(np.prod(sample_shape))]
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, out: total.append(out.numel()))  # a batch of one
-        for m in model.modules()
-        if not list(m.children())
-    ]
-    try:
-        with torch.no_grad():
-            p = next(model.parameters())
-            model(torch.zeros((1, *sample_shape), dtype=p.dtype, device=p.device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return sum(total)
 
 
 def sub_batch_for_budget(elements: int, rows: int, budget: int) -> int:
@@ -186,8 +169,6 @@ class CurvatureEngine(ChunkedEngine):
 
         if not converter:
             check_supported(model)
-        if config.estimator == "exact":
-            check_exact_hessian(model)
         self.config = config
         self.device = torch.device(device)
         replica = copy.deepcopy(model).to(self.device).eval()
@@ -247,8 +228,8 @@ class CurvatureEngine(ChunkedEngine):
                 except NotImplementedError as exc:
                     raise UnsupportedLayerError(
                         f"BackPACK cannot compute {est!r} curvature for this model at input "
-                        f"{tuple(x.shape[1:])}: {exc}. For VGG, build it with "
-                        f"fairprune_core.model.build_model (no adaptive pooling)."
+                        f"{tuple(x.shape[1:])}: {exc}. Compute it with make_engine (per-sample gradients for "
+                        f"any architecture)."
                     ) from exc
         sums = {}
         for name, p in self.model.named_parameters():
@@ -261,15 +242,17 @@ class CurvatureEngine(ChunkedEngine):
 
 def make_engine(model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> Any:
     """The curvature engine for ``model``: BackPACK's (:class:`CurvatureEngine`) for the ``nn.Sequential``
-    stacks it differentiates (the built-in VGG-11), per-sample gradients
-    (:class:`~fairprune_core.curvature_func.FuncCurvatureEngine`) for any other architecture. Both
-    compute the same quantities (tested against a brute-force GGN diagonal); ``exact`` is refused
-    where the GGN is not the Hessian (a smooth layer)."""
+    stacks it differentiates (the built-in VGG-11), BackPACK through its converter or per-sample
+    gradients (:class:`~fairprune_core.curvature.per_sample.FuncCurvatureEngine`) for any other
+    architecture, Hessian-vector products for ``hutchinson``. All compute the same quantities (tested
+    against a brute-force GGN diagonal and autograd's Hessian)."""
+    if config.estimator == "hutchinson":
+        from .hutchinson import HutchinsonEngine
+
+        return HutchinsonEngine(model, config, device=device)
     try:
         check_supported(model)
     except UnsupportedLayerError:
-        if config.estimator == "exact":
-            check_exact_hessian(model)
         return _ConvertedOrPerSample(model, config, device=device)
     return CurvatureEngine(model, config, device=device)
 
@@ -281,7 +264,7 @@ class _ConvertedOrPerSample(ChunkedEngine):
     when extending or at the first pass; the engine then falls back for good, before any result."""
 
     def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
-        from .curvature_func import FuncCurvatureEngine
+        from .per_sample import FuncCurvatureEngine
 
         self._model, self.config, self.device = model, config, torch.device(device)
         self._fallback = lambda: FuncCurvatureEngine(model, config, device=device)
@@ -323,6 +306,7 @@ def hessian_diagonal(
     *,
     estimator: Estimator = "exact",
     mc_samples: int = 1,
+    probes: int = 16,
     max_sub_batch: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -334,7 +318,9 @@ def hessian_diagonal(
     eval mode on a private copy: ``model`` keeps its weights, mode, hooks and gradients.
     See the module docstring for the estimators.
     """
-    config = CurvatureConfig(estimator=estimator, mc_samples=mc_samples, max_sub_batch=max_sub_batch, seed=seed)
+    config = CurvatureConfig(
+        estimator=estimator, mc_samples=mc_samples, probes=probes, max_sub_batch=max_sub_batch, seed=seed
+    )
     if device is None:
         device = next(model.parameters()).device
     engine = make_engine(model, config, device=device)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .model import to_model_input
+from ..models import to_model_input
 
 __all__ = ["Batch", "BatchSource", "GroupSampler", "as_batch_source"]
 

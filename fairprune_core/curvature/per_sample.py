@@ -31,13 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .curvature_base import ChunkedEngine, CurvatureConfig, DiagSums, default_memory_budget
+from .base import ChunkedEngine, CurvatureConfig, DiagSums, default_memory_budget
 
-__all__ = ["FuncCurvatureEngine"]
+__all__ = ["FuncCurvatureEngine", "math_attention"]
 
 
 class FuncCurvatureEngine(ChunkedEngine):
-    """The :class:`~fairprune_core.hessian.CurvatureEngine` interface for any ``nn.Module``."""
+    """The :class:`~fairprune_core.curvature.hessian.CurvatureEngine` interface for any ``nn.Module``."""
 
     def __init__(self, model: nn.Module, config: CurvatureConfig, *, device: str | torch.device = "cpu") -> None:
         self.config = config
@@ -83,7 +83,7 @@ class FuncCurvatureEngine(ChunkedEngine):
         with torch.no_grad():
             probs = torch.softmax(self.model(x).double(), dim=1)  # (N, C)
         sums = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in params.items()}
-        with _math_attention():
+        with math_attention():
             for rows, fn, weight in self._rows(probs, y, seed):
                 grads = vmap(grad(fn), in_dims=(None, 0, 0))(params, x, rows)  # per-sample gradients
                 for k, g in grads.items():
@@ -120,7 +120,7 @@ class FuncCurvatureEngine(ChunkedEngine):
             yield y, cross_entropy, 1.0
 
 
-class _math_attention:
+class math_attention:
     """Attention through plain tensor ops (no fused kernels): vmap and autograd see every op."""
 
     def __enter__(self) -> None:

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models import ModelConfig
 from .hessian import CurvatureConfig, DiagSums, batch_seed
-from .model import ModelConfig
 
 __all__ = [
     "CurvaturePool",
@@ -185,12 +185,12 @@ class _CurvatureWorker:
     """A Ray actor: a model replica, the groups' pixels, and a curvature engine."""
 
     def __init__(self, model_config: dict, curvature: CurvatureConfig, threads: int, use_gpu: bool) -> None:
-        from .hessian import CurvatureEngine
-        from .model import build_model
+        from ..models import build_model
+        from .hessian import make_engine
 
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.engine = CurvatureEngine(build_model(ModelConfig(**model_config)), curvature, device=self.device)
+        self.engine = make_engine(build_model(ModelConfig(**model_config)), curvature, device=self.device)
         self.data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.weights_version: Any = None
 
@@ -207,7 +207,7 @@ class _CurvatureWorker:
     def compute(self, weights: Any, version: int, work: list[_Work], sources: dict[str, list]) -> dict[str, Any]:
         import ray
 
-        from .model import to_model_input
+        from ..models import to_model_input
 
         t0 = time.perf_counter()
         if self.weights_version != version:

@@ -1,6 +1,6 @@
 """Curvature backends: who computes a pruning step's curvature sums (this process, or a pool).
 
-:class:`fairprune_core.distributed.CurvaturePool` is the Ray implementation of the same protocol.
+:class:`fairprune_core.curvature.distributed.CurvaturePool` is the Ray implementation of the same protocol.
 """
 
 from __future__ import annotations

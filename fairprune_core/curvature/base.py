@@ -1,8 +1,8 @@
 """What every curvature engine shares: its settings, its sums, its seeds and its memory budget.
 
-Kept apart from the engines (:mod:`~fairprune_core.hessian`'s BackPACK engine,
-:mod:`~fairprune_core.curvature_func`'s per-sample gradients) so that either can use them;
-:mod:`~fairprune_core.hessian` re-exports them.
+Kept apart from the engines (:mod:`~fairprune_core.curvature.hessian`'s BackPACK engine,
+:mod:`~fairprune_core.curvature.per_sample`'s per-sample gradients) so that either can use them;
+:mod:`~fairprune_core.curvature.hessian` re-exports them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
+from torch import nn
 
-from .config import ESTIMATORS, PruneConfig
+from ..config import ESTIMATORS, PruneConfig
 
 __all__ = [
     "CPU_MEMORY_BUDGET",
@@ -22,11 +24,12 @@ __all__ = [
     "CurvatureConfig",
     "DiagSums",
     "Estimator",
+    "activation_elements",
     "batch_seed",
     "default_memory_budget",
 ]
 
-Estimator = Literal["exact", "ggn", "mc", "fisher"]
+Estimator = Literal["exact", "ggn", "mc", "fisher", "hutchinson"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class CurvatureConfig:
 
     estimator: Estimator = "exact"
     mc_samples: int = 1  # sampled labels per input for "mc"
+    probes: int = 16  # Rademacher probes per sub-batch for "hutchinson"
     max_sub_batch: int | None = None
     seed: int = 0  # base seed of the "mc" label sampling
 
@@ -48,6 +52,8 @@ class CurvatureConfig:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.probes < 1:
+            raise ValueError(f"probes must be >= 1, got {self.probes}")
         if self.max_sub_batch is not None and self.max_sub_batch < 1:
             raise ValueError(f"max_sub_batch must be >= 1 or None, got {self.max_sub_batch}")
 
@@ -57,6 +63,7 @@ class CurvatureConfig:
         return cls(
             estimator=prune.estimator,  # type: ignore[arg-type]
             mc_samples=prune.mc_samples,
+            probes=prune.probes,
             max_sub_batch=prune.max_sub_batch,
             seed=prune.seed,
         )
@@ -105,6 +112,24 @@ def default_memory_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free // 2)
     return CPU_MEMORY_BUDGET
+
+
+def activation_elements(model: nn.Module, sample_shape: tuple[int, ...]) -> int:
+    """Elements of every leaf module's output (and the input) for ONE sample of ``sample_shape``."""
+    total = [int(np.prod(sample_shape))]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: total.append(out.numel()))  # a batch of one
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros((1, *sample_shape), dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(total)
 
 
 class ChunkedEngine:
