@@ -67,7 +67,7 @@ def run_pretrain(
     log(dataset.describe())
     out = out or default_pretrain_dir(dataset, model_config, train_config)
     if preset:
-        log(f"preset: {preset}; model {model_config}; training {train_config}")
+        log(f"preset: {preset}; model {model_config.describe()}; training {train_config}")
     result = pretrain(dataset, model_config, train_config, out, resume=resume, log=log)
     (out / "done").write_text("finished\n")
     ckpt = load_checkpoint(result.best_path, dataset=dataset)
