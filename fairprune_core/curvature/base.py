@@ -8,7 +8,7 @@ Kept apart from the engines (:mod:`~fairprune_core.curvature.hessian`'s BackPACK
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,6 +138,11 @@ class ChunkedEngine:
     summed. An engine supplies ``config``, ``sub_batch`` and ``_pass(x, y, seed) -> DiagSums``."""
 
     config: CurvatureConfig
+    model: torch.nn.Module  # the engine's private copy of the caller's model
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """New weights (a pruning step's, or those a remote worker is sent), by name."""
+        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
     def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
         raise NotImplementedError

@@ -188,9 +188,6 @@ class CurvatureEngine(ChunkedEngine):
         last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         return last[-1].out_features if last else 2
 
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
-
     def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
         """Samples per BackPACK pass: ``max_sub_batch`` if set, else what the memory budget allows."""
         if self.config.max_sub_batch is not None:

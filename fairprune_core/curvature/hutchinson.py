@@ -14,7 +14,6 @@ Probes are seeded per sub-batch (the ``mc`` seeding), so a result does not depen
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -44,9 +43,6 @@ class HutchinsonEngine(ChunkedEngine):
         self.names = [n for n, _ in self.model.named_parameters()]
         self.num_classes = None
         self._sub_batch: dict[tuple[int, ...], int] = {}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
     def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
         if self.config.max_sub_batch is not None:

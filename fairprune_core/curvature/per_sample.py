@@ -27,7 +27,7 @@ never modified: a private copy in eval mode is used, weights loaded into it by n
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -62,9 +62,6 @@ class FuncCurvatureEngine(ChunkedEngine):
                     continue
         last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         return last[-1].out_features if last else 2
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
     def sub_batch(self, sample_shape: tuple[int, ...]) -> int:
         """Samples per vmapped pass: ``max_sub_batch`` if set, else as many per-sample gradients
