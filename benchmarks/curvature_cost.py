@@ -11,7 +11,8 @@ the input size, 4 layers of width 64). Every engine that can compute a model's c
 side by side (``--engines``): the one :func:`~fairprune_core.curvature.make_engine` picks, BackPACK
 through its converter, and per-sample gradients, so the choice can be checked against measurement.
 Peak memory is the rise of the process's resident memory over its level before the call (sampled
-every 2 ms; on a GPU, ``torch.cuda.max_memory_allocated``).
+every 2 ms, after handing glibc's freed memory back with ``malloc_trim``; on a GPU,
+``torch.cuda.max_memory_allocated``).
 
 Everything is measured side by side in one process (ratios, not absolute seconds, are what
 carries over between machines). A training step is forward + backward + Adam update.
@@ -20,7 +21,10 @@ carries over between machines). A training step is forward + backward + Adam upd
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
+import os
 import platform
 import threading
 import warnings
@@ -28,7 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from timing import median_seconds
 from torch import nn
@@ -67,12 +70,12 @@ def peak_bytes(fn: Callable[[], object]) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    proc = psutil.Process()
-    base, peak, done = proc.memory_info().rss, [0], threading.Event()
+    _trim()  # memory freed by earlier calls goes back to the system, so the rise is this call's
+    base, peak, done = _rss(), [0], threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            peak[0] = max(peak[0], _rss())
             done.wait(0.002)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -82,7 +85,19 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     finally:
         done.set()
         thread.join()
-    return max(0, max(peak[0], proc.memory_info().rss) - base)
+    return max(0, max(peak[0], _rss()) - base)
+
+
+def _trim() -> None:
+    """glibc keeps freed memory for reuse (raising its mmap threshold after large frees): hand it back."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the figure may then understate
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _rss() -> int:
+    """Resident bytes of this process (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _engines(model: nn.Module, estimator: str, wanted: list[str]) -> dict[str, Any]:

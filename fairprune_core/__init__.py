@@ -6,9 +6,9 @@ Modules, one concept each:
 * :mod:`fairprune_core.models` - the built-in VGG-11 and any torchvision classifier, by name
 * :mod:`fairprune_core.training` - vanilla pre-training; :mod:`~fairprune_core.checkpoint` its files
 * :mod:`fairprune_core.metrics` - Eopp0/Eopp1/Eodd, per-group P/R/F1, bootstrap intervals
-* :mod:`fairprune_core.curvature.hessian` - Hessian-diagonal estimators (exact, mc, fisher)
+* :mod:`fairprune_core.curvature` - curvature diagonals for any classifier (exact GGN, mc, fisher,
+  Hutchinson's Hessian), in this process or on a pool of Ray actors
 * :mod:`fairprune_core.pruning` - FairPrune and OBD
-* :mod:`fairprune_core.curvature.distributed` - the Ray curvature pool
 * :mod:`fairprune_core.sweep` - the Optuna/Ray Tune Pareto sweep; :mod:`~fairprune_core.tracking` MLflow
 * :mod:`fairprune_core.pareto` - Pareto front and hypervolume
 
