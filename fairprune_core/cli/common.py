@@ -55,7 +55,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size",
         type=int,
         default=None,
-        help="input side in pixels, a multiple of 32 (default: 32 synthetic, 128 real data)",
+        help="input side in pixels (the built-in VGG-11: a multiple of 32; default: 32 synthetic, 128 real data)",
     )
     g.add_argument(
         "--label-column",
