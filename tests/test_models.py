@@ -232,3 +232,13 @@ def test_fine_tuning_starts_from_the_file_with_a_fresh_head_for_other_classes(tm
     torch.save(build_model(_config("resnet34")).state_dict(), tmp_path / "r34.pt")
     with pytest.raises(ModelFileError, match=r"layer1.2.conv1.weight unexpected|Pass the --model"):
         initial_state(tmp_path / "r34.pt", _config("resnet18"))
+
+
+def test_finding_the_head_leaves_the_global_rng_as_it_was():
+    """The baselines find their head between building the model and training it: a check that drew
+    from the global RNG would change every later shuffle and initialisation (it once did)."""
+    model = build_model(_config("resnet18"), seed=0)
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    find_head(model, 4, image_size=32)
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -33,7 +33,8 @@ def find_head(model: nn.Module, num_classes: int, *, image_size: int | None = No
 
 def _check_gives_logits(model: nn.Module, head: nn.Linear, name: str, image_size: int, arch: str) -> None:
     p = next(model.parameters())
-    x = torch.randn(2, 3, image_size, image_size, dtype=p.dtype, device=p.device)
+    # drawn from a generator of its own: the check leaves the global RNG (training's shuffles) as it was
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
     was_training = model.training
     try:
         with torch.no_grad(), _capture(head) as seen:
